@@ -1,0 +1,470 @@
+//! Sign-in and the credential lifecycle: password checks with per-account
+//! delays, second factor, sessions, access and refresh tokens, password
+//! resets. HTTP handlers in [`crate::http::auth`] call into this module.
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::ApiError;
+use crate::http::request::RequestMeta;
+use crate::security::events::{EventType, SecurityEvent, Severity};
+use crate::security::tokens::AccessClaims;
+use crate::security::{self, password, seal, totp};
+use crate::state::AppState;
+use crate::store::sessions::{NewRefresh, NewSession, Session};
+use crate::store::users::User;
+use crate::store::{self, OrgId};
+
+/// Associated data for sealed TOTP secrets.
+pub const TOTP_PURPOSE: &[u8] = b"kraliki-totp-v1";
+
+/// The generic answer to any failed sign-in.
+fn bad_credentials() -> ApiError {
+    ApiError::Unauthorized(
+        "invalid_credentials",
+        "The e-mail address or password is incorrect.".into(),
+    )
+}
+
+/// Normalize and check an e-mail address; returns it lower-cased.
+pub fn parse_email(field: &str, raw: &str) -> Result<String, ApiError> {
+    let email = raw.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split('@').count() == 2
+        && email
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !valid {
+        return Err(ApiError::field(
+            field,
+            "invalid_email",
+            "Not a valid e-mail address.",
+        ));
+    }
+    Ok(email)
+}
+
+/// Check a new password against the policy, naming `field` on failure.
+pub fn check_new_password(
+    field: &str,
+    password: &str,
+    email: &str,
+    has_second_factor: bool,
+) -> Result<(), ApiError> {
+    password::check_password(password, email, has_second_factor)
+        .map_err(|r| ApiError::field(field, r.code(), r.reason()))
+}
+
+/// Hash a password on the blocking pool.
+pub async fn hash_password(state: &AppState, password: &str) -> Result<String, ApiError> {
+    state
+        .hasher
+        .hash(SecretString::from(password.to_string()))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("password hashing: {e}")))
+}
+
+/// What a sign-in asks for.
+pub struct Credentials<'a> {
+    /// E-mail as typed.
+    pub email: &'a str,
+    /// Password.
+    pub password: &'a str,
+    /// Current TOTP code, when the account has a second factor.
+    pub totp_code: Option<&'a str>,
+    /// A recovery code instead of the TOTP code.
+    pub recovery_code: Option<&'a str>,
+}
+
+/// A successful sign-in.
+pub struct SignedIn {
+    /// The user.
+    pub user: User,
+    /// The new session.
+    pub session: Session,
+}
+
+async fn auth_failure(state: &AppState, meta: &RequestMeta, user: Option<&User>, reason: &str) {
+    let mut event =
+        SecurityEvent::new(EventType::AuthFailure, Severity::Medium, meta).with("reason", reason);
+    if let Some(u) = user {
+        event = event.for_user(&u.id, &u.organization_id);
+    }
+    state.security.record(event).await;
+}
+
+/// Count a failure against an account and delay it once over the threshold.
+async fn count_failure(state: &AppState, meta: &RequestMeta, user: &User) -> Result<(), ApiError> {
+    let org = user.org_id();
+    let failures = store::users::record_failure(&state.db, &org, &user.id).await?;
+    let a = &state.settings.auth;
+    if failures >= a.lockout_threshold {
+        let doublings = (failures - a.lockout_threshold).min(20) as u32;
+        let delay = a
+            .lockout_base_secs
+            .saturating_mul(1i64 << doublings)
+            .min(a.lockout_max_secs);
+        let until = store::now_ms() + delay * 1000;
+        store::users::lock_until(&state.db, &org, &user.id, until).await?;
+        state
+            .security
+            .record(
+                SecurityEvent::new(EventType::AccountLocked, Severity::High, meta)
+                    .for_user(&user.id, &user.organization_id)
+                    .with("failures", failures)
+                    .with("delay_secs", delay),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+/// Verify credentials and open a session of `kind` (`token` or `browser`).
+pub async fn sign_in(
+    state: &AppState,
+    meta: &RequestMeta,
+    creds: Credentials<'_>,
+    kind: &str,
+) -> Result<SignedIn, ApiError> {
+    let email = creds.email.trim().to_lowercase();
+    let secret = SecretString::from(creds.password.to_string());
+    let user = if email.len() <= 254 {
+        store::users::find_by_email(&state.db, &email).await?
+    } else {
+        None
+    };
+    let Some(user) = user else {
+        // Same work and the same answer as a wrong password.
+        state.hasher.verify_dummy(secret).await;
+        auth_failure(state, meta, None, "invalid_credentials").await;
+        return Err(bad_credentials());
+    };
+    let org = user.org_id();
+    let now = store::now_ms();
+
+    if let Some(until) = user.locked_until.filter(|u| *u > now) {
+        auth_failure(state, meta, Some(&user), "account_delayed").await;
+        return Err(ApiError::TooManyRequests {
+            code: "account_delayed",
+            detail: "Too many failed sign-ins for this account; try again later.".into(),
+            retry_after: ((until - now) / 1000).max(1) as u64,
+        });
+    }
+
+    let ok = state
+        .hasher
+        .verify(secret, &user.password_hash)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("password verification: {e}")))?;
+    if !ok {
+        auth_failure(state, meta, Some(&user), "invalid_credentials").await;
+        count_failure(state, meta, &user).await?;
+        return Err(bad_credentials());
+    }
+
+    let enrolment = store::totp::get(&state.db, &org, &user.id).await?;
+    let enrolled = enrolment.as_ref().is_some_and(|e| e.confirmed_at.is_some());
+    if enrolled {
+        let passed = match (creds.totp_code, creds.recovery_code) {
+            (Some(code), _) => check_totp(state, &user, code).await?,
+            (None, Some(code)) => {
+                let hash = totp::hash_recovery_code(code);
+                store::totp::use_recovery_code(&state.db, &org, &user.id, &hash).await?
+            }
+            (None, None) => {
+                return Err(ApiError::Unauthorized(
+                    "totp_required",
+                    "This account has a second factor: send totp_code or recovery_code.".into(),
+                ));
+            }
+        };
+        if !passed {
+            auth_failure(state, meta, Some(&user), "invalid_second_factor").await;
+            count_failure(state, meta, &user).await?;
+            return Err(ApiError::Unauthorized(
+                "invalid_second_factor",
+                "The second-factor code is incorrect.".into(),
+            ));
+        }
+    }
+    let organization = store::organizations::get(&state.db, &org)
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("user without organization")))?;
+    let restricted = !enrolled
+        && store::flag(organization.require_totp_privileged)
+        && user.role().is_privileged();
+
+    store::users::reset_failures(&state.db, &org, &user.id).await?;
+    if password::needs_rehash(&user.password_hash) {
+        let phc = hash_password(state, creds.password).await?;
+        store::users::set_password(&state.db, &org, &user.id, &phc).await?;
+    }
+    let a = &state.settings.auth;
+    let lifetime = if kind == "browser" {
+        a.session_absolute_secs
+    } else {
+        a.refresh_absolute_secs
+    };
+    let session = store::sessions::create(
+        &state.db,
+        NewSession {
+            org: &org,
+            user_id: &user.id,
+            kind,
+            role: user.role().as_str(),
+            restricted,
+            lifetime_ms: lifetime * 1000,
+            ip: &meta.ip.to_string(),
+            user_agent: &meta.user_agent,
+        },
+    )
+    .await?;
+    tracing::info!(user_id = %user.id, organization_id = %org, kind, "signed in");
+    Ok(SignedIn { user, session })
+}
+
+/// Check a TOTP code for a user with a confirmed enrolment (replay-safe).
+pub async fn check_totp(state: &AppState, user: &User, code: &str) -> Result<bool, ApiError> {
+    let org = user.org_id();
+    let Some(enrolment) = store::totp::get(&state.db, &org, &user.id).await? else {
+        return Ok(false);
+    };
+    let secret = seal::open(
+        &state.secrets.data_key,
+        TOTP_PURPOSE,
+        &enrolment.secret_sealed,
+    )
+    .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("TOTP secret does not open")))?;
+    let now = (store::now_ms() / 1000) as u64;
+    let last = enrolment.last_used_step.map(|s| s as u64);
+    let Some(step) = totp::verify_code(&secret, code.trim(), now, last) else {
+        return Ok(false);
+    };
+    Ok(store::totp::use_step(&state.db, &org, &user.id, step as i64).await?)
+}
+
+/// A signed access token and its lifetime in seconds.
+pub fn issue_access_token(state: &AppState, session: &Session) -> (String, i64) {
+    let now = store::now_ms() / 1000;
+    let ttl = state.settings.auth.access_token_ttl_secs;
+    let claims = AccessClaims {
+        iss: state.token_expectations.issuer.clone(),
+        aud: state.token_expectations.audience.clone(),
+        sub: session.user_id.clone(),
+        org: session.organization_id.clone(),
+        role: session.role.clone(),
+        sid: session.id.clone(),
+        jti: store::new_id(),
+        iat: now,
+        nbf: now,
+        exp: now + ttl,
+    };
+    (state.keys.sign_access(&claims), ttl)
+}
+
+/// Start a refresh family for a token session; returns the opaque token.
+pub async fn start_refresh_family(state: &AppState, session: &Session) -> Result<String, ApiError> {
+    let token = security::random_token();
+    let now = store::now_ms();
+    let family = store::new_id();
+    store::sessions::create_refresh(
+        &state.db,
+        NewRefresh {
+            family_id: &family,
+            session_id: &session.id,
+            org: &OrgId(session.organization_id.clone()),
+            user_id: &session.user_id,
+            token_hash: &security::token_hash(&token),
+            expires_at: now + state.settings.auth.refresh_idle_secs * 1000,
+            family_expires_at: session.absolute_expires_at,
+        },
+    )
+    .await?;
+    Ok(token)
+}
+
+/// The result of a refresh: a new access token and refresh token.
+pub struct Refreshed {
+    /// The session the tokens belong to.
+    pub session: Session,
+    /// The user.
+    pub user: User,
+    /// New refresh token.
+    pub refresh_token: String,
+}
+
+/// Exchange a refresh token for a new pair. A retired token revokes its
+/// whole family and session (`TOKEN_REUSE_DETECTED`).
+pub async fn refresh(
+    state: &AppState,
+    meta: &RequestMeta,
+    presented: &SecretString,
+) -> Result<Refreshed, ApiError> {
+    let refused = || {
+        ApiError::Unauthorized(
+            "invalid_token",
+            "The refresh token is invalid or expired.".into(),
+        )
+    };
+    let hash = security::token_hash(presented.expose_secret());
+    let Some(token) = store::sessions::find_refresh(&state.db, &hash).await? else {
+        state
+            .security
+            .record(
+                SecurityEvent::new(EventType::InvalidToken, Severity::Medium, meta)
+                    .with("reason", "unknown_refresh_token"),
+            )
+            .await;
+        return Err(refused());
+    };
+    let org = OrgId(token.organization_id.clone());
+    let now = store::now_ms();
+
+    if token.retired_at.is_some() {
+        store::sessions::revoke_family(&state.db, &token).await?;
+        state
+            .security
+            .record(
+                SecurityEvent::new(EventType::TokenReuseDetected, Severity::High, meta)
+                    .for_user(&token.user_id, &token.organization_id)
+                    .with("family_id", token.family_id.clone()),
+            )
+            .await;
+        return Err(refused());
+    }
+    if token.revoked_at.is_some() || token.expires_at <= now || token.family_expires_at <= now {
+        state
+            .security
+            .record(
+                SecurityEvent::new(EventType::InvalidToken, Severity::Medium, meta)
+                    .for_user(&token.user_id, &token.organization_id)
+                    .with("reason", "refresh_token_expired_or_revoked"),
+            )
+            .await;
+        return Err(refused());
+    }
+    let session = store::sessions::get(&state.db, &org, &token.session_id).await?;
+    let user = store::users::get(&state.db, &org, &token.user_id).await?;
+    let (Some(session), Some(user)) = (
+        session.filter(|s| s.revoked_at.is_none() && s.absolute_expires_at > now),
+        user,
+    ) else {
+        return Err(refused());
+    };
+
+    let new_token = security::random_token();
+    let rotated = store::sessions::rotate_refresh(
+        &state.db,
+        &token,
+        NewRefresh {
+            family_id: &token.family_id,
+            session_id: &token.session_id,
+            org: &org,
+            user_id: &token.user_id,
+            token_hash: &security::token_hash(&new_token),
+            expires_at: (now + state.settings.auth.refresh_idle_secs * 1000)
+                .min(token.family_expires_at),
+            family_expires_at: token.family_expires_at,
+        },
+    )
+    .await?;
+    if !rotated {
+        // Lost a race with another use of the same token: that is reuse.
+        store::sessions::revoke_family(&state.db, &token).await?;
+        state
+            .security
+            .record(
+                SecurityEvent::new(EventType::TokenReuseDetected, Severity::High, meta)
+                    .for_user(&token.user_id, &token.organization_id)
+                    .with("family_id", token.family_id.clone()),
+            )
+            .await;
+        return Err(refused());
+    }
+    Ok(Refreshed {
+        session,
+        user,
+        refresh_token: new_token,
+    })
+}
+
+/// Create a reset token for `email` and mail it, if the account exists.
+/// Runs detached from the request so the answer and its timing never
+/// depend on whether the address is known.
+pub fn forgot_password(state: AppState, email: String) {
+    tokio::spawn(async move {
+        if let Err(err) = send_reset(&state, &email).await {
+            tracing::error!(error = format!("{err:#}"), "password reset mail failed");
+        }
+    });
+}
+
+async fn send_reset(state: &AppState, email: &str) -> anyhow::Result<()> {
+    let Some(user) = store::users::find_by_email(&state.db, email).await? else {
+        return Ok(());
+    };
+    let token = security::random_token();
+    let expires = store::now_ms() + state.settings.auth.reset_token_ttl_secs * 1000;
+    store::resets::create(
+        &state.db,
+        &user.org_id(),
+        &user.id,
+        &security::token_hash(&token),
+        expires,
+    )
+    .await?;
+    let minutes = state.settings.auth.reset_token_ttl_secs / 60;
+    let body = format!(
+        "Someone asked to reset the password of your Voice by Kraliki account.\n\n\
+         Reset token: {token}\n\
+         Or open: {}/reset-password#token={token}\n\n\
+         The token works once and expires in {minutes} minutes. If you did not ask for this, \
+         ignore this message.",
+        state.settings.public_base_url()
+    );
+    state
+        .mailer
+        .send(&user.email, "Reset your Voice by Kraliki password", &body)
+        .await
+}
+
+/// Set a new password with a reset token; every session and refresh family
+/// of the user is revoked.
+pub async fn reset_password(
+    state: &AppState,
+    meta: &RequestMeta,
+    token: &str,
+    new_password: &str,
+) -> Result<(), ApiError> {
+    let invalid = || {
+        ApiError::field(
+            "token",
+            "invalid_token",
+            "The reset token is invalid, used or expired.",
+        )
+    };
+    let hash = security::token_hash(token.trim());
+    // Validate the password before spending the token, so a rejected
+    // password does not burn it.
+    let Some(candidate) = store::resets::peek(&state.db, &hash, store::now_ms()).await? else {
+        auth_failure(state, meta, None, "invalid_reset_token").await;
+        return Err(invalid());
+    };
+    let org = OrgId(candidate.organization_id.clone());
+    let user = store::users::get(&state.db, &org, &candidate.user_id)
+        .await?
+        .ok_or_else(invalid)?;
+    let enrolled = store::totp::get(&state.db, &org, &user.id)
+        .await?
+        .is_some_and(|e| e.confirmed_at.is_some());
+    check_new_password("new_password", new_password, &user.email, enrolled)?;
+
+    let Some(reset) = store::resets::consume(&state.db, &hash, store::now_ms()).await? else {
+        return Err(invalid());
+    };
+    let phc = hash_password(state, new_password).await?;
+    store::users::set_password(&state.db, &org, &reset.user_id, &phc).await?;
+    store::sessions::revoke_all_for_user(&state.db, &org, &reset.user_id).await?;
+    tracing::info!(user_id = %reset.user_id, "password reset");
+    Ok(())
+}

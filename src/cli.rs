@@ -1,0 +1,360 @@
+//! The `kraliki` command line.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+use crate::config::{self, FlagOverrides, Settings};
+use crate::secrets::{self, Secrets};
+use crate::security::events::SecurityLog;
+use crate::store::users::{NewUser, Role};
+use crate::store::{self, OrgId};
+
+/// Voice by Kraliki: a self-hosted, security-first call-center backend.
+#[derive(Parser, Debug)]
+#[command(name = "kraliki", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (TOML). Also `KRALIKI_CONFIG`.
+    #[arg(long, global = true, env = "KRALIKI_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data folder (SQLite database, development keys, mail outbox). Also
+    /// `KRALIKI_DATA_DIR`.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP server (development mode on 127.0.0.1:3018 by default).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Generate or inspect keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage organizations.
+    #[command(subcommand)]
+    Orgs(OrgsCommand),
+}
+
+/// `kraliki serve` options.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address and port to listen on. Also `KRALIKI_LISTEN`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Create a demo organization (an admin, a supervisor, two agents) with
+    /// random passwords printed once. Development only.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+/// `kraliki keys …`.
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Write a complete set of new secrets (mode 0600).
+    Generate(GenerateArgs),
+}
+
+/// Output formats of `keys generate`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// `KRALIKI_<NAME>=value` lines.
+    Env,
+    /// One file per secret in a folder (for Docker secrets or
+    /// `KRALIKI_SECRETS_DIR`).
+    Dir,
+}
+
+/// `kraliki keys generate` options.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "env")]
+    pub format: KeyFormat,
+    /// Output file (env) or folder (dir). Env format without it prints to
+    /// standard output.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `kraliki users …`.
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    /// Create a user. The password is read from a prompt, or from the first
+    /// line of standard input when it is not a terminal; never from the
+    /// command line.
+    Create(CreateUserArgs),
+}
+
+/// `kraliki users create` options.
+#[derive(Args, Debug)]
+pub struct CreateUserArgs {
+    /// Organization id.
+    #[arg(long)]
+    pub org: String,
+    /// Login e-mail.
+    #[arg(long)]
+    pub email: String,
+    /// Role: agent, supervisor or admin.
+    #[arg(long, value_parser = ["agent", "supervisor", "admin"])]
+    pub role: String,
+    /// Display name (defaults to the e-mail's local part).
+    #[arg(long)]
+    pub display_name: Option<String>,
+}
+
+/// `kraliki orgs …`.
+#[derive(Subcommand, Debug)]
+pub enum OrgsCommand {
+    /// Create an organization and print its id.
+    Create {
+        /// Organization name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// The secrets that `keys generate` writes.
+const GENERATED: &[&str] = &[
+    "jwt_signing_key",
+    "session_key",
+    "csrf_key",
+    "audit_key",
+    "data_key",
+    "alert_webhook_secret",
+];
+
+/// Run the command line; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn process_env() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
+fn load_settings(cli: &Cli, listen: Option<SocketAddr>) -> anyhow::Result<Settings> {
+    let env = process_env();
+    let flags = FlagOverrides {
+        listen,
+        data_dir: cli.data_dir.clone(),
+    };
+    let settings = config::load(cli.config.as_deref(), &env, &flags)?;
+    crate::telemetry::init(&settings.log);
+    Ok(settings)
+}
+
+fn load_secrets(settings: &Settings) -> anyhow::Result<Secrets> {
+    Ok(secrets::load(settings, &process_env())?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve(args) => serve(&cli, args).await,
+        Command::Migrate => {
+            let settings = load_settings(&cli, None)?;
+            let secrets = load_secrets(&settings)?;
+            let db = crate::startup::open_database(&settings, &secrets).await?;
+            db.migrate().await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Generate(args)) => generate_keys(args),
+        Command::Users(UsersCommand::Create(args)) => create_user(&cli, args).await,
+        Command::Orgs(OrgsCommand::Create { name }) => {
+            let settings = load_settings(&cli, None)?;
+            let secrets = load_secrets(&settings)?;
+            let db = crate::startup::open_database(&settings, &secrets).await?;
+            db.migrate().await?;
+            let name = name.trim();
+            anyhow::ensure!(
+                !name.is_empty() && name.chars().count() <= 200,
+                "--name must be 1 to 200 characters"
+            );
+            let org = store::organizations::create(&db, name, false).await?;
+            println!("{}", org.id);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
+    let settings = load_settings(cli, args.listen)?;
+    if args.demo && settings.is_production() {
+        anyhow::bail!("--demo is refused in production: demo accounts are for development only");
+    }
+    let secrets = load_secrets(&settings)?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let mut settings = settings;
+    settings.listen = listener.local_addr()?;
+    let state = crate::startup::build_state(settings, secrets, SecurityLog::stdout_sink()).await?;
+    if args.demo {
+        crate::demo::create(&state).await?;
+    }
+    tracing::info!(
+        listen = %state.settings.listen,
+        env = ?state.settings.env,
+        database = ?state.db.backend,
+        "kraliki is listening"
+    );
+    eprintln!("kraliki listening on http://{}", state.settings.listen);
+    crate::startup::serve(listener, state).await
+}
+
+fn generate_keys(args: &GenerateArgs) -> anyhow::Result<()> {
+    let values: Vec<(&str, String)> = GENERATED
+        .iter()
+        .map(|name| (*name, secrets::generate_value(name)))
+        .collect();
+    match args.format {
+        KeyFormat::Env => {
+            let mut text = String::from(
+                "# Voice by Kraliki secrets. Keep this file private (mode 0600) and out of \
+                 version control.\n",
+            );
+            for (name, value) in &values {
+                let value = if *name == "jwt_signing_key" {
+                    secrets::pem_to_one_line(value)
+                } else {
+                    value.clone()
+                };
+                text.push_str(&format!("{}={}\n", secrets::env_var_name(name), value));
+            }
+            match &args.out {
+                Some(path) => {
+                    write_new(path, text.as_bytes(), args.force)?;
+                    eprintln!("wrote {} secrets to {}", values.len(), path.display());
+                }
+                None => {
+                    std::io::stdout().write_all(text.as_bytes())?;
+                }
+            }
+        }
+        KeyFormat::Dir => {
+            let dir = args
+                .out
+                .as_ref()
+                .context("--format dir needs --out FOLDER")?;
+            secrets::create_private_dir(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            if !args.force {
+                for (name, _) in &values {
+                    anyhow::ensure!(
+                        !dir.join(name).exists(),
+                        "{} exists; pass --force to overwrite",
+                        dir.join(name).display()
+                    );
+                }
+            }
+            for (name, value) in &values {
+                write_new(&dir.join(name), value.as_bytes(), args.force)?;
+            }
+            eprintln!("wrote {} secrets to {}", values.len(), dir.display());
+        }
+    }
+    Ok(())
+}
+
+fn write_new(path: &Path, contents: &[u8], force: bool) -> anyhow::Result<()> {
+    if path.exists() && !force {
+        anyhow::bail!("{} exists; pass --force to overwrite", path.display());
+    }
+    secrets::write_private_file(path, contents, force)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn read_password() -> anyhow::Result<SecretString> {
+    let stdin = std::io::stdin();
+    let password = if stdin.is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let second = rpassword::prompt_password("Repeat password: ")?;
+        anyhow::ensure!(first == second, "the passwords differ");
+        first
+    } else {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
+    Ok(SecretString::from(password))
+}
+
+async fn create_user(cli: &Cli, args: &CreateUserArgs) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let settings = load_settings(cli, None)?;
+    let secrets = load_secrets(&settings)?;
+    let email = crate::auth::parse_email("email", &args.email)
+        .map_err(|_| anyhow::anyhow!("--email is not a valid e-mail address"))?;
+    let role = Role::parse(&args.role).context("--role must be agent, supervisor or admin")?;
+    let password = read_password()?;
+    crate::security::password::check_password(password.expose_secret(), &email, false)
+        .map_err(|r| anyhow::anyhow!("password refused: {}", r.reason()))?;
+
+    let db = crate::startup::open_database(&settings, &secrets).await?;
+    db.migrate().await?;
+    let org = OrgId(args.org.clone());
+    store::organizations::get(&db, &org)
+        .await?
+        .with_context(|| format!("no organization with id {}", args.org))?;
+    let hasher = crate::security::password::PasswordHasher::new(1);
+    let phc = hasher
+        .hash(password)
+        .await
+        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+    let display_name = args
+        .display_name
+        .clone()
+        .unwrap_or_else(|| email.split('@').next().unwrap_or(&email).to_string());
+    let user = store::users::create(
+        &db,
+        NewUser {
+            org: &org,
+            email: &email,
+            display_name: &display_name,
+            role,
+            password_hash: &phc,
+            is_demo: false,
+        },
+    )
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            anyhow::anyhow!("a user with this e-mail address already exists")
+        }
+        _ => anyhow::Error::new(e).context("while creating the user"),
+    })?;
+    println!("{}", user.id);
+    Ok(())
+}

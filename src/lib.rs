@@ -1,0 +1,18 @@
+//! Voice by Kraliki: a self-hosted, security-first call-center backend.
+//!
+//! The binary `kraliki` is a thin shell around [`cli::main`]; tests build
+//! the server with [`startup::build_state`] and [`http::router`].
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod http;
+pub mod mail;
+pub mod secrets;
+pub mod security;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,5 @@
+//! The `kraliki` binary.
+
+fn main() -> std::process::ExitCode {
+    kraliki::cli::main()
+}

@@ -1,0 +1,54 @@
+//! The state shared by every request.
+
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::config::Settings;
+use crate::mail::Mailer;
+use crate::secrets::Secrets;
+use crate::security::events::SecurityLog;
+use crate::security::password::PasswordHasher;
+use crate::security::tokens::{Expectations, KeyRing};
+use crate::store::Db;
+
+/// Cheap-to-clone handle on everything a handler needs.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The contents of [`AppState`].
+pub struct Inner {
+    /// Validated settings.
+    pub settings: Settings,
+    /// Loaded secrets.
+    pub secrets: Secrets,
+    /// Database.
+    pub db: Db,
+    /// Signing and verification keys for access tokens.
+    pub keys: KeyRing,
+    /// Password hashing on the blocking pool.
+    pub hasher: PasswordHasher,
+    /// Security event writer.
+    pub security: SecurityLog,
+    /// Outgoing mail.
+    pub mailer: Mailer,
+    /// Parsed trusted proxies.
+    pub trusted_proxies: Vec<IpNet>,
+    /// What access tokens must say about themselves.
+    pub token_expectations: Expectations,
+}
+
+impl AppState {
+    /// Wrap the parts.
+    pub fn new(inner: Inner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
