@@ -1,0 +1,328 @@
+//! The test harness: `spawn_app` starts a server on 127.0.0.1:0 with its
+//! own data folder, secrets folder and database, and a captured security
+//! log.
+//!
+//! With `KRALIKI_TEST_DATABASE_URL=postgres://…/<db>` every app gets a
+//! fresh PostgreSQL database named `kraliki_test_<uuid>`; the server must
+//! answer or the test fails (never skips).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use kraliki::config::Settings;
+use kraliki::security::events::LogSink;
+use kraliki::state::AppState;
+use kraliki::store::events::StoredEvent;
+use kraliki::store::users::{NewUser, Role};
+use kraliki::store::{self, OrgId};
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+/// A password that passes the policy.
+pub const GOOD_PASSWORD: &str = "correct-horse-battery-staple-orbit";
+
+/// A captured log: every security event line written by the server.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// The captured lines, parsed as JSON.
+    pub fn lines(&self) -> Vec<Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("security log lines are JSON"))
+            .collect()
+    }
+}
+
+/// A running server.
+pub struct TestApp {
+    /// Address the server listens on.
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// A client without a cookie store.
+    pub client: reqwest::Client,
+    /// The server's state (database, keys, secrets).
+    pub state: AppState,
+    /// The security log.
+    pub log: Captured,
+    /// Data folder (mail outbox, SQLite file).
+    pub data_dir: tempfile::TempDir,
+    /// Secrets folder.
+    pub secrets_dir: tempfile::TempDir,
+}
+
+/// The PostgreSQL URL for tests, when the suite runs against PostgreSQL.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("KRALIKI_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// Create a fresh PostgreSQL database and return its URL.
+pub async fn fresh_postgres_database(admin_url: &str) -> String {
+    let name = format!("kraliki_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("KRALIKI_TEST_DATABASE_URL is set but PostgreSQL does not answer: {e}")
+        });
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("URL with a database name");
+    format!("{base}/{name}")
+}
+
+/// Write a complete, fresh set of secrets into `dir`.
+pub fn write_secrets(dir: &std::path::Path) {
+    for name in [
+        "jwt_signing_key",
+        "session_key",
+        "csrf_key",
+        "audit_key",
+        "data_key",
+    ] {
+        std::fs::write(dir.join(name), kraliki::secrets::generate_value(name)).unwrap();
+    }
+}
+
+/// Start a server with default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Start a server after adjusting its settings.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let data_dir = tempfile::tempdir().unwrap();
+    let secrets_dir = tempfile::tempdir().unwrap();
+    write_secrets(secrets_dir.path());
+    if let Some(url) = postgres_url() {
+        let db_url = fresh_postgres_database(&url).await;
+        std::fs::write(secrets_dir.path().join("database_url"), db_url).unwrap();
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut settings = Settings {
+        listen: addr,
+        data_dir: data_dir.path().to_path_buf(),
+        secrets_dir: secrets_dir.path().to_path_buf(),
+        ..Settings::default()
+    };
+    settings.auth.hash_concurrency = 2;
+    configure(&mut settings);
+
+    let secrets = kraliki::secrets::load(&settings, &BTreeMap::new()).expect("secrets load");
+    let log = Captured::default();
+    let sink: LogSink = Arc::new(Mutex::new(Box::new(log.clone())));
+    let state = kraliki::startup::build_state(settings, secrets, sink)
+        .await
+        .expect("server builds");
+    let served = state.clone();
+    tokio::spawn(async move {
+        let _ = kraliki::startup::serve(listener, served).await;
+    });
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        state,
+        log,
+        data_dir,
+        secrets_dir,
+    }
+}
+
+/// A user made directly in the database.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    /// Id.
+    pub id: String,
+    /// Organization id.
+    pub org: String,
+    /// E-mail.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+impl TestApp {
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Create an organization.
+    pub async fn create_org(&self, name: &str) -> String {
+        store::organizations::create(&self.state.db, name, false)
+            .await
+            .unwrap()
+            .id
+    }
+
+    /// Create a user with [`GOOD_PASSWORD`] in organization `org`.
+    pub async fn create_user(&self, org: &str, role: Role) -> TestUser {
+        let email = format!(
+            "{}-{}@example.com",
+            role.as_str(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let phc = kraliki::auth::hash_password(&self.state, GOOD_PASSWORD)
+            .await
+            .unwrap();
+        let user = store::users::create(
+            &self.state.db,
+            NewUser {
+                org: &OrgId(org.to_string()),
+                email: &email,
+                display_name: "Test User",
+                role,
+                password_hash: &phc,
+                is_demo: false,
+            },
+        )
+        .await
+        .unwrap();
+        TestUser {
+            id: user.id,
+            org: org.to_string(),
+            email,
+            password: GOOD_PASSWORD.to_string(),
+        }
+    }
+
+    /// A new organization with one user of `role`.
+    pub async fn org_with(&self, role: Role) -> TestUser {
+        let org = self.create_org("Test Org").await;
+        self.create_user(&org, role).await
+    }
+
+    /// `POST /api/auth/login`; returns the response.
+    pub async fn login_raw(&self, email: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/auth/login"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Log in and return the token response body (asserting 200).
+    pub async fn login(&self, user: &TestUser) -> Value {
+        let res = self.login_raw(&user.email, &user.password).await;
+        assert_eq!(res.status(), 200, "login of {} failed", user.email);
+        res.json().await.unwrap()
+    }
+
+    /// Log in and return the access token.
+    pub async fn token(&self, user: &TestUser) -> String {
+        self.login(user).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// GET with a bearer token.
+    pub async fn get_auth(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stored security events of one type, oldest first.
+    pub async fn events(&self, event_type: &str) -> Vec<StoredEvent> {
+        let mut list = store::events::list(&self.state.db, Some(event_type), None, 1000)
+            .await
+            .unwrap();
+        list.reverse();
+        list
+    }
+
+    /// The mail outbox, oldest first.
+    pub fn outbox(&self) -> Vec<String> {
+        let dir = self.data_dir.path().join("outbox");
+        let mut files: Vec<_> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+            Err(_) => return Vec::new(),
+        };
+        files.sort();
+        files
+            .into_iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+
+    /// Create a call in `org`, for `agent`.
+    pub async fn create_call(&self, org: &str, agent: Option<&str>, status: &str) -> String {
+        store::calls::create(
+            &self.state.db,
+            &OrgId(org.to_string()),
+            store::calls::NewCall {
+                agent_id: agent,
+                direction: "inbound",
+                status,
+                from_number: "+14155550100",
+                to_number: "+14155550199",
+            },
+        )
+        .await
+        .unwrap()
+        .id
+    }
+}
+
+/// Assert a problem+json response with `status`; returns the body.
+pub async fn assert_problem(res: reqwest::Response, status: u16) -> Value {
+    assert_eq!(res.status(), status, "unexpected status");
+    let ct = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    assert_eq!(ct, "application/problem+json");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["type"].is_string() && body["title"].is_string());
+    assert!(body["detail"].is_string());
+    body
+}
+
+/// Poll until `f` returns Some, for up to five seconds.
+pub async fn eventually<T, F, Fut>(mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..100 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("condition not met within five seconds");
+}

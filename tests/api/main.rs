@@ -1,0 +1,14 @@
+//! Integration tests: a real server on a loopback port, real HTTP, and the
+//! database chosen by `KRALIKI_TEST_DATABASE_URL` (PostgreSQL when set,
+//! SQLite otherwise). See `helpers.rs`.
+
+mod helpers;
+
+mod cli;
+mod passwords;
+mod production;
+mod sessions;
+mod smoke;
+mod tenancy;
+mod tokens;
+mod totp;
