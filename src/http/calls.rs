@@ -1,11 +1,11 @@
 //! `/api/calls`: calls of the organization; agents see only their own.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::http::json::ApiJson;
+use crate::http::json::{int_param, ApiJson, ApiQuery};
 use crate::http::principal::Auth;
 use crate::http::users::page_params;
 use crate::security::permissions::{allows, Permission};
@@ -18,7 +18,8 @@ use crate::store::{self, Cursor};
 #[serde(deny_unknown_fields)]
 pub struct CallQuery {
     /// Page size, 1–100 (default 20).
-    pub limit: Option<i64>,
+    #[param(value_type = Option<i64>)]
+    pub limit: Option<String>,
     /// Cursor from the previous page.
     pub cursor: Option<String>,
     /// Only calls in this state (`queued`, `ringing`, `in_progress`,
@@ -44,10 +45,11 @@ pub struct CallPage {
 pub async fn list_calls(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Query(q): Query<CallQuery>,
+    ApiQuery(q): ApiQuery<CallQuery>,
 ) -> ApiResult<ApiJson<CallPage>> {
     p.require(&state, Permission::ViewOwnCalls).await?;
-    let (limit, cursor) = page_params(q.limit, q.cursor.as_deref())?;
+    let (limit, cursor) =
+        page_params(int_param("limit", q.limit.as_deref())?, q.cursor.as_deref())?;
     if let Some(s) = &q.status {
         if !STATUSES.contains(&s.as_str()) {
             return Err(ApiError::field(

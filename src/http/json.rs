@@ -1,9 +1,10 @@
-//! `ApiJson`: the JSON body extractor and responder. Rejections become
-//! problem+json that names the field (415 for non-JSON bodies, 413 when
-//! too large, 400 otherwise).
+//! `ApiJson` and `ApiQuery`: the JSON body and query-string extractors.
+//! Rejections become problem+json that names the field (415 for non-JSON
+//! bodies, 413 when too large, 400 otherwise).
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -54,6 +55,46 @@ fn map_rejection(rejection: JsonRejection) -> ApiError {
         }
         _ => ApiError::BadRequest("The request body could not be read.".into()),
     }
+}
+
+/// A query string parsed into `T`.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                let text = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.body_text());
+                Err(ApiError::Validation(vec![FieldError {
+                    field: field_of(&text),
+                    code: "invalid".into(),
+                    detail: clean(&text),
+                }]))
+            }
+            Err(_) => Err(ApiError::BadRequest(
+                "The query string is not valid.".into(),
+            )),
+        }
+    }
+}
+
+/// Parse an optional integer query parameter, naming `field` on failure.
+pub fn int_param(field: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
+    raw.map(|v| {
+        v.trim()
+            .parse::<i64>()
+            .map_err(|_| ApiError::field(field, "invalid", "Must be an integer."))
+    })
+    .transpose()
 }
 
 /// Best effort: pull the field name out of a serde message such as

@@ -1,7 +1,7 @@
 //! `/api/users`: the organization's users. Another organization's user
 //! answers 404, exactly like one that does not exist.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::http::json::ApiJson;
+use crate::http::json::{int_param, ApiJson, ApiQuery};
 use crate::http::principal::Auth;
 use crate::security::permissions::Permission;
 use crate::state::AppState;
@@ -60,7 +60,8 @@ pub struct UserPage {
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Page size, 1–100 (default 20).
-    pub limit: Option<i64>,
+    #[param(value_type = Option<i64>)]
+    pub limit: Option<String>,
     /// Cursor from the previous page.
     pub cursor: Option<String>,
 }
@@ -116,10 +117,11 @@ pub struct UserPatch {
 pub async fn list_users(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Query(q): Query<PageQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<ApiJson<UserPage>> {
     p.require(&state, Permission::ViewUsers).await?;
-    let (limit, cursor) = page_params(q.limit, q.cursor.as_deref())?;
+    let (limit, cursor) =
+        page_params(int_param("limit", q.limit.as_deref())?, q.cursor.as_deref())?;
     let mut rows = store::users::list(&state.db, &p.org, cursor.as_ref(), limit + 1).await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
