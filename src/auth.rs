@@ -4,6 +4,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::audit::{AuditEvent, Outcome};
 use crate::error::ApiError;
 use crate::http::request::RequestMeta;
 use crate::security::events::{EventType, SecurityEvent, Severity};
@@ -87,10 +88,36 @@ pub struct SignedIn {
 async fn auth_failure(state: &AppState, meta: &RequestMeta, user: Option<&User>, reason: &str) {
     let mut event =
         SecurityEvent::new(EventType::AuthFailure, Severity::Medium, meta).with("reason", reason);
+    let mut entry = AuditEvent::anonymous("auth.login", "user").detail("reason", reason);
     if let Some(u) = user {
         event = event.for_user(&u.id, &u.organization_id);
+        entry = AuditEvent::by_user(&u.id, &u.organization_id, "auth.login", "user", Some(&u.id))
+            .outcome(Outcome::Failure)
+            .detail("reason", reason);
+    }
+    if reason == "invalid_reset_token" {
+        entry.action = "auth.password_reset";
     }
     state.security.record(event).await;
+    audit_quietly(state, meta, entry).await;
+}
+
+/// Record an audit entry for a refused action; a storage failure is
+/// logged rather than changing the refusal into a 500.
+async fn audit_quietly(state: &AppState, meta: &RequestMeta, entry: AuditEvent) {
+    if let Err(err) = state.audit(meta, entry).await {
+        tracing::error!(error = %err, "could not append to the audit log");
+    }
+}
+
+/// The answer while an account is delayed. `Retry-After` is rounded up, so a
+/// client that waits that long is not refused again.
+fn account_delayed(until_ms: i64, now_ms: i64) -> ApiError {
+    ApiError::TooManyRequests {
+        code: "account_delayed",
+        detail: "Too many failed sign-ins for this account; try again later.".into(),
+        retry_after: ((until_ms - now_ms + 999) / 1000).max(1) as u64,
+    }
 }
 
 /// Count a failure against an account and delay it once over the threshold.
@@ -144,11 +171,7 @@ pub async fn sign_in(
 
     if let Some(until) = user.locked_until.filter(|u| *u > now) {
         auth_failure(state, meta, Some(&user), "account_delayed").await;
-        return Err(ApiError::TooManyRequests {
-            code: "account_delayed",
-            detail: "Too many failed sign-ins for this account; try again later.".into(),
-            retry_after: ((until - now) / 1000).max(1) as u64,
-        });
+        return Err(account_delayed(until, now));
     }
 
     let ok = state
@@ -156,6 +179,15 @@ pub async fn sign_in(
         .verify(secret, &user.password_hash)
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("password verification: {e}")))?;
+    // Guesses sent in parallel all passed the check above before any of them
+    // failed; if another one has delayed the account while this one was being
+    // verified, answer as delayed and reveal nothing about this guess.
+    let now = store::now_ms();
+    let fresh = store::users::get(&state.db, &org, &user.id).await?;
+    if let Some(until) = fresh.and_then(|u| u.locked_until).filter(|u| *u > now) {
+        auth_failure(state, meta, Some(&user), "account_delayed").await;
+        return Err(account_delayed(until, now));
+    }
     if !ok {
         auth_failure(state, meta, Some(&user), "invalid_credentials").await;
         count_failure(state, meta, &user).await?;
@@ -330,6 +362,15 @@ pub async fn refresh(
                     .with("family_id", token.family_id.clone()),
             )
             .await;
+        let entry = AuditEvent::by_user(
+            &token.user_id,
+            &token.organization_id,
+            "auth.token_reuse",
+            "session",
+            Some(&token.session_id),
+        )
+        .outcome(Outcome::Failure);
+        audit_quietly(state, meta, entry).await;
         return Err(refused());
     }
     if token.revoked_at.is_some() || token.expires_at <= now || token.family_expires_at <= now {
@@ -379,6 +420,15 @@ pub async fn refresh(
                     .with("family_id", token.family_id.clone()),
             )
             .await;
+        let entry = AuditEvent::by_user(
+            &token.user_id,
+            &token.organization_id,
+            "auth.token_reuse",
+            "session",
+            Some(&token.session_id),
+        )
+        .outcome(Outcome::Failure);
+        audit_quietly(state, meta, entry).await;
         return Err(refused());
     }
     Ok(Refreshed {
@@ -465,6 +515,18 @@ pub async fn reset_password(
     let phc = hash_password(state, new_password).await?;
     store::users::set_password(&state.db, &org, &reset.user_id, &phc).await?;
     store::sessions::revoke_all_for_user(&state.db, &org, &reset.user_id).await?;
+    state
+        .audit(
+            meta,
+            AuditEvent::by_user(
+                &reset.user_id,
+                &reset.organization_id,
+                "auth.password_reset",
+                "user",
+                Some(&reset.user_id),
+            ),
+        )
+        .await?;
     tracing::info!(user_id = %reset.user_id, "password reset");
     Ok(())
 }

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
+use crate::audit::{Actor, AuditEvent, Outcome};
 use crate::config::{self, FlagOverrides, Settings};
 use crate::secrets::{self, Secrets};
 use crate::security::events::SecurityLog;
@@ -48,6 +49,17 @@ pub enum Command {
     /// Manage organizations.
     #[command(subcommand)]
     Orgs(OrgsCommand),
+    /// Inspect the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `kraliki audit …`.
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Walk the whole audit chain and exit non-zero at the first altered,
+    /// reordered or missing entry, naming it.
+    Verify,
 }
 
 /// `kraliki serve` options.
@@ -192,6 +204,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys(KeysCommand::Generate(args)) => generate_keys(args),
         Command::Users(UsersCommand::Create(args)) => create_user(&cli, args).await,
+        Command::Audit(AuditCommand::Verify) => {
+            let settings = load_settings(&cli, None)?;
+            let secrets = load_secrets(&settings)?;
+            let db = crate::startup::open_database(&settings, &secrets).await?;
+            db.migrate().await?;
+            match crate::audit::verify(&db, &secrets.audit_key).await? {
+                Ok(summary) => {
+                    println!(
+                        "audit trail intact: {} entries; head MAC {}",
+                        summary.entries,
+                        if summary.head_mac.is_empty() {
+                            "(none)"
+                        } else {
+                            &summary.head_mac
+                        }
+                    );
+                    Ok(())
+                }
+                Err(problem) => anyhow::bail!("audit trail broken: {problem}"),
+            }
+        }
         Command::Orgs(OrgsCommand::Create { name }) => {
             let settings = load_settings(&cli, None)?;
             let secrets = load_secrets(&settings)?;
@@ -203,6 +236,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "--name must be 1 to 200 characters"
             );
             let org = store::organizations::create(&db, name, false).await?;
+            let event = AuditEvent {
+                actor: Actor::Cli,
+                organization_id: Some(org.id.clone()),
+                action: "organization.create",
+                object_type: "organization",
+                object_id: Some(org.id.clone()),
+                outcome: Outcome::Success,
+                details: serde_json::json!({}),
+            };
+            crate::audit::record(&db, &secrets.audit_key, None, event).await?;
             println!("{}", org.id);
             Ok(())
         }
@@ -355,6 +398,16 @@ async fn create_user(cli: &Cli, args: &CreateUserArgs) -> anyhow::Result<()> {
         }
         _ => anyhow::Error::new(e).context("while creating the user"),
     })?;
+    let event = AuditEvent {
+        actor: Actor::Cli,
+        organization_id: Some(args.org.clone()),
+        action: "user.create",
+        object_type: "user",
+        object_id: Some(user.id.clone()),
+        outcome: Outcome::Success,
+        details: serde_json::json!({ "role": role.as_str() }),
+    };
+    crate::audit::record(&db, &secrets.audit_key, None, event).await?;
     println!("{}", user.id);
     Ok(())
 }

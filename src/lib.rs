@@ -3,6 +3,7 @@
 //! The binary `kraliki` is a thin shell around [`cli::main`]; tests build
 //! the server with [`startup::build_state`] and [`http::router`].
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::audit::AuditEvent;
 use crate::config::Settings;
+use crate::http::request::RequestMeta;
 use crate::mail::Mailer;
 use crate::secrets::Secrets;
 use crate::security::events::SecurityLog;
@@ -42,6 +44,17 @@ impl AppState {
     /// Wrap the parts.
     pub fn new(inner: Inner) -> Self {
         AppState(Arc::new(inner))
+    }
+
+    /// Append an audit entry for an action taken in the request `meta`.
+    pub async fn audit(
+        &self,
+        meta: &RequestMeta,
+        event: AuditEvent,
+    ) -> Result<(), crate::error::ApiError> {
+        crate::audit::record(&self.db, &self.secrets.audit_key, Some(meta), event)
+            .await
+            .map_err(crate::error::ApiError::Internal)
     }
 }
 

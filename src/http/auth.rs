@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::audit::AuditEvent;
 use crate::auth::{self, Credentials};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::http::json::ApiJson;
@@ -217,6 +218,24 @@ async fn credentials_sign_in(
     .await
 }
 
+async fn audit_sign_in(
+    state: &AppState,
+    meta: &RequestMeta,
+    signed: &auth::SignedIn,
+) -> ApiResult<()> {
+    let s = &signed.session;
+    let entry = AuditEvent::by_user(
+        &s.user_id,
+        &s.organization_id,
+        "auth.login",
+        "session",
+        Some(&s.id),
+    )
+    .detail("kind", s.kind.clone())
+    .detail("restricted", store::flag(s.restricted));
+    state.audit(meta, entry).await
+}
+
 /// Sign in with e-mail and password (and second factor) for API tokens.
 /// Public.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginIn,
@@ -229,6 +248,7 @@ pub async fn login(
     ApiJson(body): ApiJson<LoginIn>,
 ) -> ApiResult<ApiJson<TokenOut>> {
     let signed = credentials_sign_in(&state, &meta, &body, "token").await?;
+    audit_sign_in(&state, &meta, &signed).await?;
     let (access_token, expires_in) = auth::issue_access_token(&state, &signed.session);
     let refresh_token = auth::start_refresh_family(&state, &signed.session).await?;
     Ok(ApiJson(TokenOut {
@@ -268,6 +288,7 @@ pub async fn create_session(
     ApiJson(body): ApiJson<LoginIn>,
 ) -> ApiResult<Response> {
     let signed = credentials_sign_in(&state, &meta, &body, "browser").await?;
+    audit_sign_in(&state, &meta, &signed).await?;
     let out = SessionOut {
         csrf_token: csrf::token_for(&state.secrets.csrf_key, &signed.session.id),
         expires_at: signed.session.absolute_expires_at,
@@ -315,6 +336,7 @@ pub async fn refresh(
         (status = 415, body = Problem)))]
 pub async fn register(
     State(state): State<AppState>,
+    meta: RequestMeta,
     ApiJson(body): ApiJson<RegisterIn>,
 ) -> ApiResult<(StatusCode, ApiJson<UserOut>)> {
     if !state.settings.registration_open() {
@@ -357,6 +379,14 @@ pub async fn register(
         },
     )
     .await?;
+    let entry = AuditEvent::by_user(
+        &user.id,
+        &org.id,
+        "auth.register",
+        "organization",
+        Some(&org.id),
+    );
+    state.audit(&meta, entry).await?;
     Ok((StatusCode::CREATED, ApiJson(UserOut::from(&user))))
 }
 
@@ -385,6 +415,14 @@ pub async fn logout(
     AuthEnrolling(p): AuthEnrolling,
 ) -> ApiResult<Response> {
     store::sessions::revoke(&state.db, &p.org, &p.session_id).await?;
+    let entry = AuditEvent::by_user(
+        &p.user_id,
+        &p.org.0,
+        "auth.logout",
+        "session",
+        Some(&p.session_id),
+    );
+    state.audit(&p.meta, entry).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     if p.via == Via::Cookie {
         res.headers_mut().insert(
@@ -403,7 +441,16 @@ pub async fn logout_all(
     State(state): State<AppState>,
     AuthEnrolling(p): AuthEnrolling,
 ) -> ApiResult<Response> {
-    store::sessions::revoke_all_for_user(&state.db, &p.org, &p.user_id).await?;
+    let revoked = store::sessions::revoke_all_for_user(&state.db, &p.org, &p.user_id).await?;
+    let entry = AuditEvent::by_user(
+        &p.user_id,
+        &p.org.0,
+        "auth.logout_all",
+        "user",
+        Some(&p.user_id),
+    )
+    .detail("sessions_revoked", revoked);
+    state.audit(&p.meta, entry).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     if p.via == Via::Cookie {
         res.headers_mut().insert(
@@ -520,6 +567,14 @@ pub async fn change_password(
     let phc = auth::hash_password(&state, body.new_password.expose_secret()).await?;
     store::users::set_password(&state.db, &p.org, &p.user_id, &phc).await?;
     store::sessions::revoke_all_for_user(&state.db, &p.org, &p.user_id).await?;
+    let entry = AuditEvent::by_user(
+        &p.user_id,
+        &p.org.0,
+        "auth.password_change",
+        "user",
+        Some(&p.user_id),
+    );
+    state.audit(&p.meta, entry).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -589,6 +644,14 @@ pub async fn totp_verify(
     if p.restricted {
         store::sessions::unrestrict(&state.db, &p.org, &p.session_id).await?;
     }
+    let entry = AuditEvent::by_user(
+        &p.user_id,
+        &p.org.0,
+        "auth.totp_enable",
+        "user",
+        Some(&p.user_id),
+    );
+    state.audit(&p.meta, entry).await?;
     Ok(ApiJson(RecoveryCodesOut {
         recovery_codes: codes,
     }))
@@ -638,5 +701,13 @@ pub async fn totp_disable(
         ));
     }
     store::totp::remove(&state.db, &p.org, &p.user_id).await?;
+    let entry = AuditEvent::by_user(
+        &p.user_id,
+        &p.org.0,
+        "auth.totp_disable",
+        "user",
+        Some(&p.user_id),
+    );
+    state.audit(&p.meta, entry).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,8 +1,10 @@
 //! The HTTP API: the router, its middleware stack, and one module per
 //! resource.
 
+pub mod audit;
 pub mod auth;
 pub mod calls;
+pub mod headers;
 pub mod json;
 pub mod openapi;
 pub mod organization;
@@ -54,6 +56,7 @@ pub fn router(state: AppState) -> Router {
             "/organization/security",
             axum::routing::put(organization::set_security_policy),
         )
+        .route("/audit", get(audit::list_audit))
         .route("/openapi.json", get(system::openapi));
 
     Router::new()
@@ -74,5 +77,6 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             request::context,
         ))
+        .layer(middleware::from_fn(headers::security_headers))
         .with_state(state)
 }

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{auth, calls, organization, system, users};
+use crate::http::{audit, auth, calls, organization, system, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,9 +16,10 @@ use crate::http::{auth, calls, organization, system, users};
         users::list_users, users::get_user, users::create_user, users::update_user,
         calls::list_calls, calls::get_call,
         organization::get_organization, organization::set_security_policy,
+        audit::list_audit,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &ProblemMediaType),
 )]
 struct ApiDoc;
 
@@ -43,6 +44,50 @@ impl Modify for SecuritySchemes {
                 "Browser session; state-changing requests also need X-CSRF-Token",
             ))),
         );
+    }
+}
+
+/// Error bodies are sent as `application/problem+json` (RFC 9457); the
+/// annotations' `body = Problem` defaults to `application/json`, so move
+/// every response whose schema is `Problem` to the media type actually sent.
+struct ProblemMediaType;
+
+impl Modify for ProblemMediaType {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        for item in doc.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for op in operations.into_iter().flatten() {
+                for response in op.responses.responses.values_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    let is_problem = response
+                        .content
+                        .get("application/json")
+                        .and_then(|c| c.schema.as_ref())
+                        .is_some_and(|s| {
+                            matches!(s, RefOr::Ref(r) if r.ref_location == "#/components/schemas/Problem")
+                        });
+                    if is_problem {
+                        if let Some(content) = response.content.shift_remove("application/json") {
+                            response
+                                .content
+                                .insert(crate::error::PROBLEM_JSON.to_string(), content);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::audit::AuditEvent;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::http::json::ApiJson;
 use crate::http::principal::Auth;
@@ -82,6 +83,18 @@ pub async fn set_security_policy(
     }
     store::organizations::set_require_totp(&state.db, &p.org, body.require_totp_for_privileged)
         .await?;
+    let entry = AuditEvent::by_user(
+        &p.user_id,
+        &p.org.0,
+        "organization.security_policy",
+        "organization",
+        Some(&p.org.0),
+    )
+    .detail(
+        "require_totp_for_privileged",
+        body.require_totp_for_privileged,
+    );
+    state.audit(&p.meta, entry).await?;
     let org = store::organizations::get(&state.db, &p.org)
         .await?
         .ok_or(ApiError::NotFound)?;

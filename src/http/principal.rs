@@ -9,6 +9,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, Method};
 
+use crate::audit::{AuditEvent, Outcome};
 use crate::error::ApiError;
 use crate::http::request::RequestMeta;
 use crate::security::csrf;
@@ -70,6 +71,17 @@ impl Principal {
                     .with("role", self.role.as_str()),
             )
             .await;
+        let entry = AuditEvent::by_user(
+            &self.user_id,
+            &self.org.0,
+            "access.denied",
+            "permission",
+            Some(permission.as_str()),
+        )
+        .outcome(Outcome::Denied);
+        if let Err(err) = state.audit(&self.meta, entry).await {
+            tracing::error!(error = %err, "could not append to the audit log");
+        }
         Err(ApiError::Forbidden(
             "forbidden",
             "Your role does not allow this action.".into(),

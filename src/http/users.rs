@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::audit::AuditEvent;
 use crate::auth;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::http::json::{int_param, ApiJson, ApiQuery};
@@ -198,6 +199,9 @@ pub async fn create_user(
         },
     )
     .await?;
+    let entry = AuditEvent::by_user(&p.user_id, &p.org.0, "user.create", "user", Some(&user.id))
+        .detail("role", body.role.as_str());
+    state.audit(&p.meta, entry).await?;
     Ok((StatusCode::CREATED, ApiJson(UserOut::from(&user))))
 }
 
@@ -222,6 +226,11 @@ pub async fn update_user(
     if let Some(role) = body.role.filter(|r| *r != user.role()) {
         store::users::set_role(&state.db, &p.org, &id, role).await?;
         store::sessions::revoke_all_for_user(&state.db, &p.org, &id).await?;
+        let entry =
+            AuditEvent::by_user(&p.user_id, &p.org.0, "user.role_change", "user", Some(&id))
+                .detail("from", user.role().as_str())
+                .detail("to", role.as_str());
+        state.audit(&p.meta, entry).await?;
     }
     let user = store::users::get(&state.db, &p.org, &id)
         .await?

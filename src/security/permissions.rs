@@ -17,6 +17,8 @@ pub enum Permission {
     ManageOrganization,
     /// Read security events.
     ViewSecurityEvents,
+    /// Read the audit trail.
+    ViewAudit,
 }
 
 impl Permission {
@@ -29,6 +31,7 @@ impl Permission {
             Permission::ManageUsers => "manage_users",
             Permission::ManageOrganization => "manage_organization",
             Permission::ViewSecurityEvents => "view_security_events",
+            Permission::ViewAudit => "view_audit",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! takes an [`OrgId`], so a query without its organization cannot be
 //! written.
 
+pub mod audit;
 pub mod calls;
 pub mod events;
 pub mod organizations;
