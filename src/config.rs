@@ -60,6 +60,10 @@ pub struct Settings {
     /// `POST /api/auth/register`. Default: on in development, off in
     /// production.
     pub open_registration: Option<bool>,
+    /// Id of the operator's organization: its admins see every security
+    /// event of the deployment, including those tied to no organization.
+    /// Admins of other organizations see only their own. Empty by default.
+    pub operator_organization: String,
     /// Deployment-wide Twilio account SID (single-organization installs).
     pub twilio_account_sid: String,
     /// Deployment-wide Telnyx connection id (single-organization installs).
@@ -140,6 +144,7 @@ impl Default for Settings {
             allowed_origins: Vec::new(),
             allow_sqlite_in_production: false,
             open_registration: None,
+            operator_organization: String::new(),
             twilio_account_sid: String::new(),
             telnyx_connection_id: String::new(),
             auth: AuthSettings::default(),

@@ -11,6 +11,7 @@ pub mod organization;
 pub mod principal;
 pub mod problem;
 pub mod request;
+pub mod security;
 pub mod system;
 pub mod users;
 
@@ -57,6 +58,8 @@ pub fn router(state: AppState) -> Router {
             axum::routing::put(organization::set_security_policy),
         )
         .route("/audit", get(audit::list_audit))
+        .route("/security/events", get(security::list_events))
+        .route("/security/events/stream", get(security::stream_events))
         .route("/openapi.json", get(system::openapi));
 
     Router::new()

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{audit, auth, calls, organization, system, users};
+use crate::http::{audit, auth, calls, organization, security, system, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,7 +16,7 @@ use crate::http::{audit, auth, calls, organization, system, users};
         users::list_users, users::get_user, users::create_user, users::update_user,
         calls::list_calls, calls::get_call,
         organization::get_organization, organization::set_security_policy,
-        audit::list_audit,
+        audit::list_audit, security::list_events, security::stream_events,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
     modifiers(&SecuritySchemes, &ProblemMediaType),

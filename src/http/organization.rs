@@ -83,6 +83,10 @@ pub async fn set_security_policy(
     }
     store::organizations::set_require_totp(&state.db, &p.org, body.require_totp_for_privileged)
         .await?;
+    if body.require_totp_for_privileged {
+        // Sessions opened before the policy must enrol too.
+        store::sessions::restrict_unenrolled_privileged(&state.db, &p.org).await?;
+    }
     let entry = AuditEvent::by_user(
         &p.user_id,
         &p.org.0,

@@ -169,17 +169,25 @@ impl SecurityEvent {
 /// Where security log lines go.
 pub type LogSink = Arc<Mutex<Box<dyn Write + Send>>>;
 
-/// Writes and stores security events.
+/// Writes and stores security events, and publishes HIGH and CRITICAL
+/// ones to live subscribers (the admin event stream).
 #[derive(Clone)]
 pub struct SecurityLog {
     db: Db,
     sink: LogSink,
+    live: tokio::sync::broadcast::Sender<StoredEvent>,
 }
 
 impl SecurityLog {
     /// A log writing lines to `sink` and storing events in `db`.
     pub fn new(db: Db, sink: LogSink) -> Self {
-        SecurityLog { db, sink }
+        let (live, _) = tokio::sync::broadcast::channel(256);
+        SecurityLog { db, sink, live }
+    }
+
+    /// Receive HIGH and CRITICAL events as they are recorded.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoredEvent> {
+        self.live.subscribe()
     }
 
     /// A sink writing to standard output.
@@ -212,6 +220,10 @@ impl SecurityLog {
         };
         if let Err(err) = store::events::insert(&self.db, &stored).await {
             tracing::error!(error = %err, event = event.event_type.as_str(), "could not store security event");
+        }
+        if event.severity >= Severity::High {
+            // No subscribers is normal; a send error only means that.
+            let _ = self.live.send(stored);
         }
     }
 }

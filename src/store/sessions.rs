@@ -174,6 +174,24 @@ pub async fn revoke_all_for_user(db: &Db, org: &OrgId, user_id: &str) -> sqlx::R
     Ok(r.rows_affected())
 }
 
+/// Limit to second-factor enrolment every live session of a supervisor or
+/// admin of `org` who has no confirmed second factor (used when the
+/// organization starts requiring one, so sessions opened before the policy
+/// cannot keep full access). Returns how many sessions were limited.
+pub async fn restrict_unenrolled_privileged(db: &Db, org: &OrgId) -> sqlx::Result<u64> {
+    let r = sqlx::query(
+        "UPDATE sessions SET restricted = 1 \
+         WHERE organization_id = $1 AND revoked_at IS NULL AND restricted = 0 \
+         AND role IN ('supervisor', 'admin') \
+         AND user_id NOT IN (SELECT user_id FROM totp_enrolments \
+             WHERE organization_id = $1 AND confirmed_at IS NOT NULL)",
+    )
+    .bind(&org.0)
+    .execute(&db.pool)
+    .await?;
+    Ok(r.rows_affected())
+}
+
 /// Lift the enrolment restriction once a second factor is confirmed.
 pub async fn unrestrict(db: &Db, org: &OrgId, id: &str) -> sqlx::Result<()> {
     sqlx::query("UPDATE sessions SET restricted = 0 WHERE organization_id = $1 AND id = $2")
