@@ -6,6 +6,7 @@ pub mod auth;
 pub mod calls;
 pub mod headers;
 pub mod json;
+pub mod limits;
 pub mod openapi;
 pub mod organization;
 pub mod principal;
@@ -75,6 +76,7 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
+        .layer(middleware::from_fn(limits::header_limit))
         .layer(middleware::from_fn(problem::finish))
         .layer(middleware::from_fn_with_state(
             state.clone(),
