@@ -74,6 +74,11 @@ pub struct Settings {
     pub smtp: SmtpSettings,
     /// Diagnostic logging.
     pub log: LogSettings,
+    /// Prefix of every Redis key this deployment uses. Default `kraliki:`.
+    pub redis_key_prefix: String,
+    /// Rate limits (`[[rate_limit.rules]]`; a list replaces the whole
+    /// default table of DESIGN §5).
+    pub rate_limit: crate::security::ratelimit::RateLimitSettings,
 }
 
 /// Authentication lifetimes and limits.
@@ -150,6 +155,8 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             smtp: SmtpSettings::default(),
             log: LogSettings::default(),
+            redis_key_prefix: "kraliki:".into(),
+            rate_limit: Default::default(),
         }
     }
 }
@@ -353,6 +360,9 @@ fn typed_env_value(defaults: &toml::Value, path: &[String], raw: &str) -> toml::
 }
 
 fn validate(s: &Settings) -> Result<(), ConfigError> {
+    s.rate_limit
+        .validate()
+        .map_err(|e| ConfigError(format!("rate_limit: {e}")))?;
     for cidr in &s.trusted_proxies {
         parse_proxy(cidr).ok_or_else(|| {
             ConfigError(format!(

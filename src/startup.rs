@@ -1,5 +1,6 @@
 //! Building the server from settings and secrets, and running it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -16,6 +17,7 @@ use crate::mail::Mailer;
 use crate::secrets::Secrets;
 use crate::security::events::{LogSink, SecurityLog};
 use crate::security::password::PasswordHasher;
+use crate::security::ratelimit::{Clock, Limiter, SystemClock};
 use crate::security::tokens::{Expectations, KeyRing};
 use crate::state::{AppState, Inner};
 use crate::store::Db;
@@ -59,6 +61,17 @@ pub async fn build_state(
     secrets: Secrets,
     sink: LogSink,
 ) -> anyhow::Result<AppState> {
+    build_state_with_clock(settings, secrets, sink, Arc::new(SystemClock)).await
+}
+
+/// [`build_state`] with a given clock for time-based controls (tests use a
+/// manual clock instead of sleeping).
+pub async fn build_state_with_clock(
+    settings: Settings,
+    secrets: Secrets,
+    sink: LogSink,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<AppState> {
     let db = open_database(&settings, &secrets).await?;
     db.migrate().await?;
     production_checks(&settings, &db).await?;
@@ -78,6 +91,20 @@ pub async fn build_state(
         leeway_secs: 30,
     };
     let security = SecurityLog::new(db.clone(), sink);
+    let limiter = match &secrets.redis_url {
+        Some(url) => {
+            let prefix = format!("{}rl:", settings.redis_key_prefix);
+            Limiter::with_redis(
+                settings.rate_limit.clone(),
+                clock.clone(),
+                url.expose_secret(),
+                &prefix,
+            )
+            .await
+        }
+        None => Limiter::in_process(settings.rate_limit.clone(), clock.clone()),
+    }
+    .map_err(|e| anyhow::anyhow!("rate limiter: {e}"))?;
     Ok(AppState::new(Inner {
         settings,
         secrets,
@@ -88,6 +115,8 @@ pub async fn build_state(
         mailer,
         trusted_proxies,
         token_expectations,
+        limiter,
+        clock,
     }))
 }
 
@@ -134,12 +163,12 @@ pub async fn serve_until(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = app
-            .clone()
-            .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            });
+        let service =
+            app.clone()
+                .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req
+                });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();

@@ -11,6 +11,7 @@ use crate::mail::Mailer;
 use crate::secrets::Secrets;
 use crate::security::events::SecurityLog;
 use crate::security::password::PasswordHasher;
+use crate::security::ratelimit::{Clock, Limiter};
 use crate::security::tokens::{Expectations, KeyRing};
 use crate::store::Db;
 
@@ -38,6 +39,10 @@ pub struct Inner {
     pub trusted_proxies: Vec<IpNet>,
     /// What access tokens must say about themselves.
     pub token_expectations: Expectations,
+    /// Rate limiter (Redis-backed when `redis_url` is set).
+    pub limiter: Limiter,
+    /// Time source of the rate limiter (a manual clock in tests).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl AppState {

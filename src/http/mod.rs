@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod organization;
 pub mod principal;
 pub mod problem;
+pub mod ratelimit;
 pub mod request;
 pub mod security;
 pub mod system;
@@ -77,6 +78,10 @@ pub fn router(state: AppState) -> Router {
             Duration::from_secs(30),
         ))
         .layer(middleware::from_fn(limits::header_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::rate_limit,
+        ))
         .layer(middleware::from_fn(problem::finish))
         .layer(middleware::from_fn_with_state(
             state.clone(),

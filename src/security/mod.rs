@@ -6,6 +6,7 @@ pub mod csrf;
 pub mod events;
 pub mod password;
 pub mod permissions;
+pub mod ratelimit;
 pub mod seal;
 pub mod tokens;
 pub mod totp;

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use kraliki::config::Settings;
 use kraliki::security::events::LogSink;
+use kraliki::security::ratelimit::ManualClock;
 use kraliki::state::AppState;
 use kraliki::store::events::StoredEvent;
 use kraliki::store::users::{NewUser, Role};
@@ -65,6 +66,9 @@ pub struct TestApp {
     pub data_dir: tempfile::TempDir,
     /// Secrets folder.
     pub secrets_dir: tempfile::TempDir,
+    /// The clock of time-based controls (rate limits); advance it instead
+    /// of sleeping.
+    pub clock: ManualClock,
 }
 
 /// The PostgreSQL URL for tests, when the suite runs against PostgreSQL.
@@ -129,14 +133,19 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         ..Settings::default()
     };
     settings.auth.hash_concurrency = 2;
+    // Rate limits have their own tests; elsewhere they would only get in the
+    // way of tests that sign in many times from one address.
+    settings.rate_limit.enabled = false;
     configure(&mut settings);
 
     let secrets = kraliki::secrets::load(&settings, &BTreeMap::new()).expect("secrets load");
     let log = Captured::default();
     let sink: LogSink = Arc::new(Mutex::new(Box::new(log.clone())));
-    let state = kraliki::startup::build_state(settings, secrets, sink)
-        .await
-        .expect("server builds");
+    let clock = ManualClock::new(store::now_ms() as u64);
+    let state =
+        kraliki::startup::build_state_with_clock(settings, secrets, sink, Arc::new(clock.clone()))
+            .await
+            .expect("server builds");
     let served = state.clone();
     tokio::spawn(async move {
         let _ = kraliki::startup::serve(listener, served).await;
@@ -152,6 +161,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         log,
         data_dir,
         secrets_dir,
+        clock,
     }
 }
 

@@ -7,6 +7,7 @@ mod helpers;
 mod cli;
 mod passwords;
 mod production;
+mod ratelimit;
 mod sessions;
 mod smoke;
 mod tenancy;

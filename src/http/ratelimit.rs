@@ -1,0 +1,157 @@
+//! Rate limiting of every request by the most specific rule (DESIGN §5),
+//! with the IETF draft-10 `RateLimit-Policy` and `RateLimit` fields on
+//! limited routes, 429 problem documents with `Retry-After`, and security
+//! events for violations and for falling back from Redis.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{Problem, ProblemBody};
+use crate::http::principal::{cookie_value, SESSION_COOKIE, SESSION_PURPOSE};
+use crate::http::request::RequestMeta;
+use crate::security::events::{EventType, SecurityEvent, Severity};
+use crate::security::ratelimit::{self, Decision, KeyKind, Rule};
+use crate::security::seal;
+use crate::state::AppState;
+
+static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// The key a rule counts by: the client address, or for per-user rules the
+/// authenticated user (bearer subject or session), else the address.
+fn key_for(state: &AppState, rule: &Rule, req: &Request, meta: &RequestMeta) -> String {
+    if rule.key == KeyKind::User {
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if let Some(token) = bearer {
+            let now = (state.clock.now_ms() / 1000) as i64;
+            if let Ok(claims) =
+                state
+                    .keys
+                    .verify_access(token.trim(), &state.token_expectations, now)
+            {
+                return format!("user:{}", claims.sub);
+            }
+        }
+        let (parts, _) = clone_parts(req);
+        if let Some(sid) = cookie_value(&parts, SESSION_COOKIE)
+            .and_then(|c| seal::open(&state.secrets.session_key, SESSION_PURPOSE, c))
+            .and_then(|b| String::from_utf8(b).ok())
+        {
+            return format!("session:{sid}");
+        }
+    }
+    format!("ip:{}", ratelimit::ip_key(meta.ip))
+}
+
+/// Headers-only copy of a request's parts (for the cookie helper).
+fn clone_parts(req: &Request) -> (axum::http::request::Parts, ()) {
+    let mut builder = axum::http::Request::builder()
+        .method(req.method().clone())
+        .uri(req.uri().clone());
+    for (n, v) in req.headers() {
+        builder = builder.header(n, v);
+    }
+    let (parts, _) = builder
+        .body(())
+        .expect("copied request is valid")
+        .into_parts();
+    (parts, ())
+}
+
+/// Severity grows with repeated violations; sign-in abuse starts high.
+fn severity(rule: &Rule, d: &Decision) -> Severity {
+    match d.violations {
+        0 | 1 if rule.name == "login" => Severity::High,
+        0 | 1 => Severity::Medium,
+        2 | 3 => Severity::High,
+        _ => Severity::Critical,
+    }
+}
+
+fn set_fields(res: &mut Response, rule: &Rule, d: &Decision) {
+    if let Ok(v) = HeaderValue::from_str(&ratelimit::policy_header(rule)) {
+        res.headers_mut().insert(POLICY.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ratelimit::ratelimit_header(rule, d)) {
+        res.headers_mut().insert(RATELIMIT.clone(), v);
+    }
+}
+
+/// Middleware: count the request against its rule and refuse it over the
+/// limit.
+pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let Some(rule) = state
+        .limiter
+        .settings()
+        .rule_for(req.method().as_str(), &path)
+        .cloned()
+    else {
+        return next.run(req).await;
+    };
+    let meta = req.extensions().get::<RequestMeta>().cloned();
+    let Some(meta) = meta else {
+        return next.run(req).await;
+    };
+    let key = key_for(&state, &rule, &req, &meta);
+    let check = state.limiter.check(&rule, &key).await;
+
+    if check.degraded_now {
+        state
+            .security
+            .record(
+                SecurityEvent::new(EventType::Degraded, Severity::High, &meta)
+                    .with("component", "rate_limit")
+                    .with(
+                        "reason",
+                        "Redis unreachable; limiting per instance until it returns",
+                    ),
+            )
+            .await;
+    }
+    if check.recovered_now {
+        tracing::info!("rate limiting is shared through Redis again");
+    }
+
+    let d = check.decision;
+    if !d.allowed {
+        if d.new_violation {
+            state
+                .security
+                .record(
+                    SecurityEvent::new(EventType::RateLimitExceeded, severity(&rule, &d), &meta)
+                        .with("limit", rule.limit)
+                        .with("window_secs", rule.window_secs)
+                        .with("rule", rule.name.clone())
+                        .with("violations", d.violations)
+                        .with("block_secs", d.block_secs),
+                )
+                .await;
+        }
+        let mut res = StatusCode::TOO_MANY_REQUESTS.into_response();
+        res.extensions_mut().insert(ProblemBody(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "Too many requests; try again in {} seconds.",
+                d.retry_after_secs.max(1)
+            ),
+        )));
+        res.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(d.retry_after_secs.max(1)),
+        );
+        set_fields(&mut res, &rule, &d);
+        return res;
+    }
+
+    let mut res = next.run(req).await;
+    set_fields(&mut res, &rule, &d);
+    res
+}
