@@ -120,10 +120,16 @@ fn account_delayed(until_ms: i64, now_ms: i64) -> ApiError {
     }
 }
 
-/// Count a failure against an account and delay it once over the threshold.
-async fn count_failure(state: &AppState, meta: &RequestMeta, user: &User) -> Result<(), ApiError> {
-    let org = user.org_id();
-    let failures = store::users::record_failure(&state.db, &org, &user.id).await?;
+/// Count a failure against an e-mail address (known or not) and delay it
+/// once over the threshold.
+async fn count_failure(
+    state: &AppState,
+    meta: &RequestMeta,
+    email_key: &str,
+    user: Option<&User>,
+) -> Result<(), ApiError> {
+    let now = store::now_ms();
+    let failures = store::logins::record_failure(&state.db, email_key, now).await?;
     let a = &state.settings.auth;
     if failures >= a.lockout_threshold {
         let doublings = (failures - a.lockout_threshold).min(20) as u32;
@@ -131,22 +137,27 @@ async fn count_failure(state: &AppState, meta: &RequestMeta, user: &User) -> Res
             .lockout_base_secs
             .saturating_mul(1i64 << doublings)
             .min(a.lockout_max_secs);
-        let until = store::now_ms() + delay * 1000;
-        store::users::lock_until(&state.db, &org, &user.id, until).await?;
-        state
-            .security
-            .record(
-                SecurityEvent::new(EventType::AccountLocked, Severity::High, meta)
-                    .for_user(&user.id, &user.organization_id)
-                    .with("failures", failures)
-                    .with("delay_secs", delay),
-            )
-            .await;
+        store::logins::lock_until(&state.db, email_key, now + delay * 1000).await?;
+        let mut event = SecurityEvent::new(EventType::AccountLocked, Severity::High, meta)
+            .with("failures", failures)
+            .with("delay_secs", delay);
+        if let Some(u) = user {
+            event = event.for_user(&u.id, &u.organization_id);
+        }
+        state.security.record(event).await;
     }
     Ok(())
 }
 
+/// The key under which failed sign-ins for an address are counted.
+pub fn email_key(email: &str) -> String {
+    security::token_hash(&email.trim().to_lowercase())
+}
+
 /// Verify credentials and open a session of `kind` (`token` or `browser`).
+///
+/// Known and unknown addresses take the same path: the same delay after
+/// repeated failures, the same hashing work, the same answers.
 pub async fn sign_in(
     state: &AppState,
     meta: &RequestMeta,
@@ -154,45 +165,48 @@ pub async fn sign_in(
     kind: &str,
 ) -> Result<SignedIn, ApiError> {
     let email = creds.email.trim().to_lowercase();
+    let key = email_key(&email);
     let secret = SecretString::from(creds.password.to_string());
     let user = if email.len() <= 254 {
         store::users::find_by_email(&state.db, &email).await?
     } else {
         None
     };
-    let Some(user) = user else {
-        // Same work and the same answer as a wrong password.
-        state.hasher.verify_dummy(secret).await;
-        auth_failure(state, meta, None, "invalid_credentials").await;
-        return Err(bad_credentials());
-    };
-    let org = user.org_id();
-    let now = store::now_ms();
 
-    if let Some(until) = user.locked_until.filter(|u| *u > now) {
-        auth_failure(state, meta, Some(&user), "account_delayed").await;
+    let now = store::now_ms();
+    if let Some(until) = store::logins::locked_until(&state.db, &key, now).await? {
+        auth_failure(state, meta, user.as_ref(), "account_delayed").await;
         return Err(account_delayed(until, now));
     }
 
-    let ok = state
-        .hasher
-        .verify(secret, &user.password_hash)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("password verification: {e}")))?;
+    let ok = match &user {
+        Some(u) => state
+            .hasher
+            .verify(secret, &u.password_hash)
+            .await
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("password verification: {e}")))?,
+        None => {
+            state.hasher.verify_dummy(secret).await;
+            false
+        }
+    };
     // Guesses sent in parallel all passed the check above before any of them
-    // failed; if another one has delayed the account while this one was being
+    // failed; if another one has delayed the address while this one was being
     // verified, answer as delayed and reveal nothing about this guess.
     let now = store::now_ms();
-    let fresh = store::users::get(&state.db, &org, &user.id).await?;
-    if let Some(until) = fresh.and_then(|u| u.locked_until).filter(|u| *u > now) {
-        auth_failure(state, meta, Some(&user), "account_delayed").await;
+    if let Some(until) = store::logins::locked_until(&state.db, &key, now).await? {
+        auth_failure(state, meta, user.as_ref(), "account_delayed").await;
         return Err(account_delayed(until, now));
     }
-    if !ok {
-        auth_failure(state, meta, Some(&user), "invalid_credentials").await;
-        count_failure(state, meta, &user).await?;
-        return Err(bad_credentials());
-    }
+    let user = match user {
+        Some(u) if ok => u,
+        user => {
+            auth_failure(state, meta, user.as_ref(), "invalid_credentials").await;
+            count_failure(state, meta, &key, user.as_ref()).await?;
+            return Err(bad_credentials());
+        }
+    };
+    let org = user.org_id();
 
     let enrolment = store::totp::get(&state.db, &org, &user.id).await?;
     let enrolled = enrolment.as_ref().is_some_and(|e| e.confirmed_at.is_some());
@@ -212,7 +226,7 @@ pub async fn sign_in(
         };
         if !passed {
             auth_failure(state, meta, Some(&user), "invalid_second_factor").await;
-            count_failure(state, meta, &user).await?;
+            count_failure(state, meta, &key, Some(&user)).await?;
             return Err(ApiError::Unauthorized(
                 "invalid_second_factor",
                 "The second-factor code is incorrect.".into(),
@@ -226,7 +240,7 @@ pub async fn sign_in(
         && store::flag(organization.require_totp_privileged)
         && user.role().is_privileged();
 
-    store::users::reset_failures(&state.db, &org, &user.id).await?;
+    store::logins::clear(&state.db, &key).await?;
     if password::needs_rehash(&user.password_hash) {
         let phc = hash_password(state, creds.password).await?;
         store::users::set_password(&state.db, &org, &user.id, &phc).await?;
@@ -515,6 +529,9 @@ pub async fn reset_password(
     let phc = hash_password(state, new_password).await?;
     store::users::set_password(&state.db, &org, &reset.user_id, &phc).await?;
     store::sessions::revoke_all_for_user(&state.db, &org, &reset.user_id).await?;
+    store::resets::revoke_all_for_user(&state.db, &org, &reset.user_id, store::now_ms()).await?;
+    // The mailbox owner proved themselves: lift any sign-in delay.
+    store::logins::clear(&state.db, &email_key(&user.email)).await?;
     state
         .audit(
             meta,

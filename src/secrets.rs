@@ -250,7 +250,8 @@ pub fn decode_symmetric(name: &str, raw: &str) -> Result<Key32, ConfigError> {
 }
 
 fn decode_key_text(raw: &str) -> Option<Vec<u8>> {
-    if raw.len() >= 64 && raw.len() % 2 == 0 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if raw.len() >= 64 && raw.len().is_multiple_of(2) && raw.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return hex::decode(raw).ok();
     }
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};

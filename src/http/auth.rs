@@ -567,6 +567,7 @@ pub async fn change_password(
     let phc = auth::hash_password(&state, body.new_password.expose_secret()).await?;
     store::users::set_password(&state.db, &p.org, &p.user_id, &phc).await?;
     store::sessions::revoke_all_for_user(&state.db, &p.org, &p.user_id).await?;
+    store::resets::revoke_all_for_user(&state.db, &p.org, &p.user_id, store::now_ms()).await?;
     let entry = AuditEvent::by_user(
         &p.user_id,
         &p.org.0,

@@ -175,10 +175,13 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Principal, 
     let now_ms = store::now_ms();
 
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-        let token = value.to_str().ok().and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
+        // The scheme name is case-insensitive (RFC 9110 §11.1).
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token);
         let Some(token) = token else {
             return Err(invalid_token(state, &meta, "bad_authorization_header").await);
         };

@@ -27,7 +27,9 @@ fn key_for(state: &AppState, rule: &Rule, req: &Request, meta: &RequestMeta) -> 
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token);
         if let Some(token) = bearer {
             let now = (state.clock.now_ms() / 1000) as i64;
             if let Ok(claims) =

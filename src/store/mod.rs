@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod calls;
 pub mod events;
+pub mod logins;
 pub mod organizations;
 pub mod resets;
 pub mod sessions;

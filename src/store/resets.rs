@@ -69,3 +69,23 @@ pub async fn peek(db: &Db, token_hash: &str, now: i64) -> sqlx::Result<Option<Pa
     .fetch_optional(&db.pool)
     .await
 }
+
+/// Spend every unused token of a user (after a reset or a password change,
+/// so an older reset mail cannot be used later).
+pub async fn revoke_all_for_user(
+    db: &Db,
+    org: &OrgId,
+    user_id: &str,
+    now: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE password_resets SET used_at = $1 \
+         WHERE organization_id = $2 AND user_id = $3 AND used_at IS NULL",
+    )
+    .bind(now)
+    .bind(&org.0)
+    .bind(user_id)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}

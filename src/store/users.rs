@@ -62,9 +62,10 @@ pub struct User {
     pub password_hash: String,
     /// 1 for demo accounts.
     pub is_demo: i64,
-    /// Consecutive failed logins.
+    /// Unused since migration 0003 (failures are counted per address in
+    /// `login_failures`); kept so old rows still load.
     pub failed_logins: i64,
-    /// Until when logins are delayed, unix ms.
+    /// Unused since migration 0003; see `failed_logins`.
     pub locked_until: Option<i64>,
     /// Creation time, unix ms.
     pub created_at: i64,
@@ -212,40 +213,4 @@ pub async fn set_role(db: &Db, org: &OrgId, id: &str, role: Role) -> sqlx::Resul
     .execute(&db.pool)
     .await?;
     Ok(r.rows_affected() > 0)
-}
-
-/// Count a failed login atomically; returns the new count.
-pub async fn record_failure(db: &Db, org: &OrgId, id: &str) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "UPDATE users SET failed_logins = failed_logins + 1 \
-         WHERE organization_id = $1 AND id = $2 RETURNING failed_logins",
-    )
-    .bind(&org.0)
-    .bind(id)
-    .fetch_one(&db.pool)
-    .await
-}
-
-/// Delay logins of an account until `until` (unix ms).
-pub async fn lock_until(db: &Db, org: &OrgId, id: &str, until: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE users SET locked_until = $1 WHERE organization_id = $2 AND id = $3")
-        .bind(until)
-        .bind(&org.0)
-        .bind(id)
-        .execute(&db.pool)
-        .await?;
-    Ok(())
-}
-
-/// Clear the failure count after a successful login.
-pub async fn reset_failures(db: &Db, org: &OrgId, id: &str) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE users SET failed_logins = 0, locked_until = NULL \
-         WHERE organization_id = $1 AND id = $2 AND (failed_logins <> 0 OR locked_until IS NOT NULL)",
-    )
-    .bind(&org.0)
-    .bind(id)
-    .execute(&db.pool)
-    .await?;
-    Ok(())
 }

@@ -599,3 +599,74 @@ async fn an_unknown_address_answers_exactly_like_a_wrong_password() {
         BTreeSet::from(["192.0.2.10".to_string(), "192.0.2.11".to_string()])
     );
 }
+
+#[tokio::test]
+async fn unknown_addresses_are_delayed_exactly_like_accounts() {
+    let app = spawn_app_with(behind_proxy).await;
+    let user = app.org_with(Role::Agent).await;
+    let nobody = unknown_email();
+
+    let strip = |mut v: Value| {
+        v.as_object_mut().unwrap().remove("instance");
+        v
+    };
+    let mut answers = Vec::new();
+    for email in [user.email.as_str(), nobody.as_str()] {
+        for i in 0..5 {
+            let res =
+                login_from(&app, email, "wrong-password-guess", &format!("192.0.2.{i}")).await;
+            assert_eq!(res.status(), 401);
+        }
+        let sixth = login_from(&app, email, "wrong-password-guess", "192.0.2.99").await;
+        assert_eq!(
+            sixth.status(),
+            429,
+            "the 6th attempt for {email} is delayed"
+        );
+        let retry = retry_after(&sixth);
+        answers.push((retry, strip(sixth.json().await.unwrap())));
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "known and unknown addresses answer alike"
+    );
+
+    let locked = app.events("ACCOUNT_LOCKED").await;
+    assert_eq!(locked.len(), 2);
+    assert_eq!(locked[0].user_id.as_deref(), Some(user.id.as_str()));
+    assert_eq!(locked[1].user_id, None);
+}
+
+#[tokio::test]
+async fn a_reset_or_password_change_spends_every_other_reset_token() {
+    let app = spawn_app().await;
+    let user = app.org_with(Role::Agent).await;
+
+    let older = new_reset_token(&app, &user.email).await;
+    let newer = new_reset_token(&app, &user.email).await;
+    assert_ne!(older, newer);
+    assert_eq!(reset(&app, &newer, NEW_PASSWORD).await.status(), 204);
+    assert_field_error(reset(&app, &older, OTHER_PASSWORD).await, "token").await;
+
+    // The same after a password change.
+    let pending = new_reset_token(&app, &user.email).await;
+    let token = app
+        .login(&TestUser {
+            password: NEW_PASSWORD.into(),
+            ..user.clone()
+        })
+        .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = app
+        .client
+        .post(app.url("/api/auth/change-password"))
+        .bearer_auth(&token)
+        .json(&json!({"current_password": NEW_PASSWORD, "new_password": OTHER_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_field_error(reset(&app, &pending, GOOD_PASSWORD).await, "token").await;
+}

@@ -20,7 +20,12 @@ async fn bad_login(app: &TestApp, forwarded_for: Option<&str>) -> reqwest::Respo
     let mut req = app
         .client
         .post(app.url("/api/auth/login"))
-        .json(&json!({"email": "nobody@example.com", "password": "wrong-password-123"}));
+        // A fresh address each time, so only the address-based rate limit
+        // (not the per-address sign-in delay) can refuse it.
+        .json(&json!({
+            "email": format!("nobody-{}@example.com", uuid::Uuid::new_v4().simple()),
+            "password": "wrong-password-123",
+        }));
     if let Some(xff) = forwarded_for {
         req = req.header("x-forwarded-for", xff);
     }

@@ -1,0 +1,13 @@
+-- Failed sign-ins counted per e-mail address (SHA-256 of the lower-cased
+-- address), for known and unknown addresses alike, so the delay after
+-- repeated failures reveals nothing about which addresses have accounts.
+-- Replaces users.failed_logins and users.locked_until, which are no longer
+-- read or written.
+
+CREATE TABLE login_failures (
+    email_hash TEXT PRIMARY KEY,
+    failures BIGINT NOT NULL,
+    locked_until BIGINT,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX login_failures_updated ON login_failures (updated_at);
