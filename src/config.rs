@@ -79,6 +79,46 @@ pub struct Settings {
     /// Rate limits (`[[rate_limit.rules]]`; a list replaces the whole
     /// default table of DESIGN §5).
     pub rate_limit: crate::security::ratelimit::RateLimitSettings,
+    /// Intrusion detection.
+    pub ids: IdsSettings,
+}
+
+/// What intrusion detection does with a match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdsMode {
+    /// Raise events and block addresses after repeated hits (default).
+    Enforce,
+    /// Raise events only; never block.
+    Observe,
+    /// Do not inspect requests.
+    Off,
+}
+
+/// Intrusion detection settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdsSettings {
+    /// `enforce` (default), `observe` or `off`.
+    pub mode: IdsMode,
+    /// Requests with findings from one address that trigger a block.
+    /// Default 10.
+    pub block_threshold: u64,
+    /// Window in which those hits are counted, seconds. Default 300.
+    pub block_window_secs: u64,
+    /// How long a block lasts, seconds. Default 3600.
+    pub block_secs: u64,
+}
+
+impl Default for IdsSettings {
+    fn default() -> Self {
+        IdsSettings {
+            mode: IdsMode::Enforce,
+            block_threshold: 10,
+            block_window_secs: 300,
+            block_secs: 3600,
+        }
+    }
 }
 
 /// Authentication lifetimes and limits.
@@ -157,6 +197,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             redis_key_prefix: "kraliki:".into(),
             rate_limit: Default::default(),
+            ids: IdsSettings::default(),
         }
     }
 }
@@ -363,6 +404,11 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
     s.rate_limit
         .validate()
         .map_err(|e| ConfigError(format!("rate_limit: {e}")))?;
+    if s.ids.block_threshold == 0 || s.ids.block_window_secs == 0 || s.ids.block_secs == 0 {
+        return Err(ConfigError(
+            "ids.block_threshold, ids.block_window_secs and ids.block_secs must be positive".into(),
+        ));
+    }
     for cidr in &s.trusted_proxies {
         parse_proxy(cidr).ok_or_else(|| {
             ConfigError(format!(

@@ -15,6 +15,7 @@ use tower::ServiceExt;
 use crate::config::{ConfigError, Settings};
 use crate::mail::Mailer;
 use crate::secrets::Secrets;
+use crate::security::blocklist::Blocklist;
 use crate::security::events::{LogSink, SecurityLog};
 use crate::security::password::PasswordHasher;
 use crate::security::ratelimit::{Clock, Limiter, SystemClock};
@@ -91,6 +92,12 @@ pub async fn build_state_with_clock(
         leeway_secs: 30,
     };
     let security = SecurityLog::new(db.clone(), sink);
+    let ids = &settings.ids;
+    let blocklist = Blocklist::new(
+        ids.block_threshold as usize,
+        ids.block_window_secs * 1000,
+        ids.block_secs * 1000,
+    );
     let limiter = match &secrets.redis_url {
         Some(url) => {
             let prefix = format!("{}rl:", settings.redis_key_prefix);
@@ -117,6 +124,7 @@ pub async fn build_state_with_clock(
         token_expectations,
         limiter,
         clock,
+        blocklist,
     }))
 }
 

@@ -9,6 +9,7 @@ use crate::config::Settings;
 use crate::http::request::RequestMeta;
 use crate::mail::Mailer;
 use crate::secrets::Secrets;
+use crate::security::blocklist::Blocklist;
 use crate::security::events::SecurityLog;
 use crate::security::password::PasswordHasher;
 use crate::security::ratelimit::{Clock, Limiter};
@@ -41,8 +42,11 @@ pub struct Inner {
     pub token_expectations: Expectations,
     /// Rate limiter (Redis-backed when `redis_url` is set).
     pub limiter: Limiter,
-    /// Time source of the rate limiter (a manual clock in tests).
+    /// Time source of the rate limiter and blocklist (a manual clock in
+    /// tests).
     pub clock: Arc<dyn Clock>,
+    /// Addresses blocked by intrusion detection.
+    pub blocklist: Blocklist,
 }
 
 impl AppState {

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod calls;
 pub mod headers;
+pub mod ids;
 pub mod json;
 pub mod limits;
 pub mod openapi;
@@ -73,14 +74,17 @@ pub fn router(state: AppState) -> Router {
         .fallback(problem::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(problem::panic_response))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
         .layer(middleware::from_fn(limits::header_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             ratelimit::rate_limit,
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), ids::inspect))
+        // Outside the body-reading layers, so a client trickling its body
+        // is cut off too.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
         ))
         .layer(middleware::from_fn(problem::finish))
         .layer(middleware::from_fn_with_state(

@@ -1,9 +1,11 @@
 //! Cryptography and security controls: tokens, passwords, second factor,
 //! sealing, CSRF, permissions, client addresses and security events.
 
+pub mod blocklist;
 pub mod client_ip;
 pub mod csrf;
 pub mod events;
+pub mod ids;
 pub mod password;
 pub mod permissions;
 pub mod ratelimit;

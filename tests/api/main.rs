@@ -5,6 +5,7 @@
 mod helpers;
 
 mod cli;
+mod ids;
 mod passwords;
 mod production;
 mod ratelimit;
