@@ -15,6 +15,9 @@ use crate::store::sessions::{NewRefresh, NewSession, Session};
 use crate::store::users::User;
 use crate::store::{self, OrgId};
 
+/// Reset mails one account receives per hour at most.
+pub const MAX_RESET_MAILS_PER_HOUR: i64 = 3;
+
 /// Associated data for sealed TOTP secrets.
 pub const TOTP_PURPOSE: &[u8] = b"kraliki-totp-v1";
 
@@ -467,6 +470,16 @@ async fn send_reset(state: &AppState, email: &str) -> anyhow::Result<()> {
     let Some(user) = store::users::find_by_email(&state.db, email).await? else {
         return Ok(());
     };
+    // However many addresses ask, one mailbox gets at most a few reset mails
+    // an hour (the per-address rate limit cannot see requests spread over
+    // many client addresses).
+    let hour_ago = store::now_ms() - 3600 * 1000;
+    if store::resets::count_since(&state.db, &user.org_id(), &user.id, hour_ago).await?
+        >= MAX_RESET_MAILS_PER_HOUR
+    {
+        tracing::warn!(user_id = %user.id, "password reset mail suppressed: too many this hour");
+        return Ok(());
+    }
     let token = security::random_token();
     let expires = store::now_ms() + state.settings.auth.reset_token_ttl_secs * 1000;
     store::resets::create(

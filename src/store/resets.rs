@@ -89,3 +89,16 @@ pub async fn revoke_all_for_user(
     .await?;
     Ok(())
 }
+
+/// How many reset tokens were made for a user since `since` (unix ms).
+pub async fn count_since(db: &Db, org: &OrgId, user_id: &str, since: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM password_resets \
+         WHERE organization_id = $1 AND user_id = $2 AND created_at >= $3",
+    )
+    .bind(&org.0)
+    .bind(user_id)
+    .bind(since)
+    .fetch_one(&db.pool)
+    .await
+}

@@ -670,3 +670,22 @@ async fn a_reset_or_password_change_spends_every_other_reset_token() {
     assert_eq!(res.status(), 204);
     assert_field_error(reset(&app, &pending, GOOD_PASSWORD).await, "token").await;
 }
+
+#[tokio::test]
+async fn one_mailbox_gets_at_most_three_reset_mails_an_hour() {
+    let app = spawn_app().await;
+    let user = app.org_with(Role::Agent).await;
+    for _ in 0..3 {
+        new_reset_token(&app, &user.email).await;
+    }
+    let res = forgot(&app, &user.email).await;
+    assert_eq!(res.status(), 202, "the answer never changes");
+    // Give the background task time to (not) send a fourth mail.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mails = app
+        .outbox()
+        .into_iter()
+        .filter(|m| m.starts_with(&format!("To: {}\n", user.email)))
+        .count();
+    assert_eq!(mails, 3);
+}
