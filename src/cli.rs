@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -52,6 +53,20 @@ pub enum Command {
     /// Inspect the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Probe this server's `/ready` over plain HTTP: exit 0 when it answers
+    /// 200, 1 otherwise (container health checks). Reads settings, never
+    /// secrets.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// `kraliki healthcheck` options.
+#[derive(Args, Debug)]
+pub struct HealthcheckArgs {
+    /// Probe this URL instead: plain `http://HOST:PORT/PATH` (the path
+    /// defaults to `/ready`). Without it, the address is the `listen`
+    /// setting, a wildcard address (`0.0.0.0`, `::`) probed on loopback.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
 }
 
 /// `kraliki audit …`.
@@ -203,6 +218,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(KeysCommand::Generate(args)) => generate_keys(args),
+        Command::Healthcheck(args) => healthcheck(&cli, args).await,
         Command::Users(UsersCommand::Create(args)) => create_user(&cli, args).await,
         Command::Audit(AuditCommand::Verify) => {
             let settings = load_settings(&cli, None)?;
@@ -275,6 +291,154 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     );
     eprintln!("kraliki listening on http://{}", state.settings.listen);
     crate::startup::serve(listener, state).await
+}
+
+/// How long `kraliki healthcheck` waits for connect, request and status line
+/// together.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `kraliki healthcheck`: one line on standard output when ready; otherwise
+/// an error (one line on standard error, exit code 1).
+async fn healthcheck(cli: &Cli, args: &HealthcheckArgs) -> anyhow::Result<()> {
+    let target = match &args.url {
+        Some(url) => ProbeTarget::parse(url)?,
+        None => ProbeTarget::for_listen(load_settings(cli, None)?.listen),
+    };
+
+    match tokio::time::timeout(HEALTHCHECK_TIMEOUT, target.probe()).await {
+        Ok(Ok(200)) => {
+            println!("ready: {target} answered 200");
+            Ok(())
+        }
+        Ok(Ok(status)) => anyhow::bail!("not ready: {target} answered {status}"),
+        Ok(Err(err)) => anyhow::bail!("not ready: {target}: {err:#}"),
+        Err(_) => anyhow::bail!(
+            "not ready: {target} did not answer within {} s",
+            HEALTHCHECK_TIMEOUT.as_secs()
+        ),
+    }
+}
+
+/// Where `kraliki healthcheck` sends its `GET`.
+#[derive(Debug, PartialEq, Eq)]
+struct ProbeTarget {
+    /// Host as written in a URL (IPv6 in brackets).
+    host: String,
+    port: u16,
+    /// Path and query, starting with `/`.
+    path: String,
+}
+
+impl std::fmt::Display for ProbeTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+    }
+}
+
+impl ProbeTarget {
+    /// The readiness route of a server listening on `listen`.
+    fn for_listen(listen: SocketAddr) -> ProbeTarget {
+        let ip = match listen.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        ProbeTarget {
+            host: match ip {
+                IpAddr::V4(ip) => ip.to_string(),
+                IpAddr::V6(ip) => format!("[{ip}]"),
+            },
+            port: listen.port(),
+            path: "/ready".into(),
+        }
+    }
+
+    /// Parse `http://HOST[:PORT][/PATH]`; only plain HTTP, no user info.
+    fn parse(url: &str) -> anyhow::Result<ProbeTarget> {
+        let rest = url.strip_prefix("http://").with_context(|| {
+            format!("--url {url:?} must start with http:// (the probe speaks plain HTTP)")
+        })?;
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/ready"),
+        };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_string()
+        };
+        let bad = || anyhow::anyhow!("--url {url:?} is not http://HOST[:PORT][/PATH]");
+        anyhow::ensure!(
+            !path.chars().any(|c| c.is_whitespace() || c.is_control()),
+            bad()
+        );
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (ip, after) = v6.split_once(']').ok_or_else(bad)?;
+                let ip: Ipv6Addr = ip.parse().map_err(|_| bad())?;
+                let port = match after {
+                    "" => "",
+                    after => after.strip_prefix(':').ok_or_else(bad)?,
+                };
+                (format!("[{ip}]"), port)
+            }
+            None => {
+                let (host, port) = authority.split_once(':').unwrap_or((authority, ""));
+                let host_ok = !host.is_empty()
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+                anyhow::ensure!(host_ok, bad());
+                (host.to_string(), port)
+            }
+        };
+        let port: u16 = match port {
+            "" => 80,
+            port => port.parse().map_err(|_| bad())?,
+        };
+        anyhow::ensure!(port != 0, bad());
+        Ok(ProbeTarget { host, port, path })
+    }
+
+    /// Connect, send one HTTP/1.1 `GET`, and return the status code.
+    async fn probe(&self) -> anyhow::Result<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let mut stream = tokio::net::TcpStream::connect((host, self.port)).await?;
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: kraliki-healthcheck\r\n\
+             Accept: application/json\r\nConnection: close\r\n\r\n",
+            self.path, self.host, self.port
+        );
+        stream.write_all(request.as_bytes()).await?;
+
+        // The status line is all that matters.
+        let mut head = Vec::with_capacity(256);
+        let mut chunk = [0u8; 256];
+        while !head.contains(&b'\n') && head.len() < 1024 {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&chunk[..n]);
+        }
+        parse_status_line(&head)
+    }
+}
+
+/// The status code of an `HTTP/1.x NNN reason` line.
+fn parse_status_line(head: &[u8]) -> anyhow::Result<u16> {
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.trim_end().splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    let code = parts.next().unwrap_or_default();
+    match code.parse::<u16>() {
+        Ok(code) if version.starts_with("HTTP/1.") && (100..600).contains(&code) => Ok(code),
+        _ if head.is_empty() => anyhow::bail!("the connection closed without an answer"),
+        _ => anyhow::bail!("the answer is not HTTP/1.x"),
+    }
 }
 
 fn generate_keys(args: &GenerateArgs) -> anyhow::Result<()> {
@@ -410,4 +574,59 @@ async fn create_user(cli: &Cli, args: &CreateUserArgs) -> anyhow::Result<()> {
     crate::audit::record(&db, &secrets.audit_key, None, event).await?;
     println!("{}", user.id);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthcheck_probes_loopback_for_a_wildcard_listen_address() {
+        let t = ProbeTarget::for_listen("0.0.0.0:3018".parse().unwrap());
+        assert_eq!(t.to_string(), "http://127.0.0.1:3018/ready");
+        let t = ProbeTarget::for_listen("[::]:3018".parse().unwrap());
+        assert_eq!(t.to_string(), "http://[::1]:3018/ready");
+        let t = ProbeTarget::for_listen("10.1.2.3:80".parse().unwrap());
+        assert_eq!(t.to_string(), "http://10.1.2.3:80/ready");
+    }
+
+    #[test]
+    fn healthcheck_urls() {
+        let t = ProbeTarget::parse("http://127.0.0.1:3018").unwrap();
+        assert_eq!(t.to_string(), "http://127.0.0.1:3018/ready");
+        let t = ProbeTarget::parse("http://app:3018/health").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("app", 3018, "/health")
+        );
+        let t = ProbeTarget::parse("http://[::1]:9/ready?x=1").unwrap();
+        assert_eq!(t.to_string(), "http://[::1]:9/ready?x=1");
+        assert_eq!(ProbeTarget::parse("http://localhost").unwrap().port, 80);
+        for bad in [
+            "https://127.0.0.1:3018/ready",
+            "127.0.0.1:3018",
+            "http://",
+            "http://user@host:1/",
+            "http://host:0/",
+            "http://host:99999/",
+            "http://host:1/a b",
+            "http://[::1/",
+            "http://[::1]x/",
+        ] {
+            assert!(ProbeTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn healthcheck_status_lines() {
+        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK\r\n").unwrap(), 200);
+        assert_eq!(
+            parse_status_line(b"HTTP/1.0 503 Service Unavailable\r\n").unwrap(),
+            503
+        );
+        assert_eq!(parse_status_line(b"HTTP/1.1 204\r\n").unwrap(), 204);
+        assert!(parse_status_line(b"").is_err());
+        assert!(parse_status_line(b"SSH-2.0-OpenSSH\r\n").is_err());
+        assert!(parse_status_line(b"HTTP/1.1 abc\r\n").is_err());
+    }
 }

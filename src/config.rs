@@ -81,6 +81,16 @@ pub struct Settings {
     pub rate_limit: crate::security::ratelimit::RateLimitSettings,
     /// Intrusion detection.
     pub ids: IdsSettings,
+    /// Where HIGH and CRITICAL security events are POSTed, signed with the
+    /// `alert_webhook_secret` secret (which must then exist). Empty (the
+    /// default) turns alerts off; https:// in production. Its path may be a
+    /// credential, so only its host is ever logged.
+    pub alert_webhook_url: String,
+    /// Alert webhook delivery: de-duplication, severity, retries.
+    pub alerts: crate::security::alerts::AlertSettings,
+    /// Requests the server makes: the allow-list of otherwise refused
+    /// addresses, and the timeout.
+    pub outbound: crate::security::outbound::OutboundSettings,
 }
 
 /// What intrusion detection does with a match.
@@ -198,6 +208,9 @@ impl Default for Settings {
             redis_key_prefix: "kraliki:".into(),
             rate_limit: Default::default(),
             ids: IdsSettings::default(),
+            alert_webhook_url: String::new(),
+            alerts: Default::default(),
+            outbound: Default::default(),
         }
     }
 }
@@ -409,6 +422,10 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
             "ids.block_threshold, ids.block_window_secs and ids.block_secs must be positive".into(),
         ));
     }
+    s.outbound.validate().map_err(ConfigError)?;
+    s.alerts.validate().map_err(ConfigError)?;
+    crate::security::alerts::validate_url(&s.alert_webhook_url, s.is_production())
+        .map_err(ConfigError)?;
     for cidr in &s.trusted_proxies {
         parse_proxy(cidr).ok_or_else(|| {
             ConfigError(format!(
@@ -543,5 +560,36 @@ mod tests {
         let e = env(&[("KRALIKI_TRUSTED_PROXIES", "not-an-ip")]);
         let err = load(None, &e, &FlagOverrides::default()).unwrap_err();
         assert!(err.0.contains("trusted_proxies"));
+    }
+
+    #[test]
+    fn alert_and_outbound_settings_come_from_the_environment() {
+        let e = env(&[
+            ("KRALIKI_ALERT_WEBHOOK_URL", "https://hooks.example/a"),
+            ("KRALIKI_ALERTS__DEDUP_WINDOW_SECS", "60"),
+            ("KRALIKI_ALERTS__MIN_SEVERITY", "CRITICAL"),
+            ("KRALIKI_OUTBOUND__ALLOW", "10.20.0.0/16, 127.0.0.1"),
+            ("KRALIKI_ALERT_WEBHOOK_SECRET", "a secret, not a setting"),
+        ]);
+        let s = load(None, &e, &FlagOverrides::default()).unwrap();
+        assert_eq!(s.alert_webhook_url, "https://hooks.example/a");
+        assert_eq!(s.alerts.dedup_window_secs, 60);
+        assert_eq!(
+            s.alerts.min_severity,
+            crate::security::events::Severity::Critical
+        );
+        assert_eq!(s.outbound.allow, vec!["10.20.0.0/16", "127.0.0.1"]);
+        assert_eq!(s.outbound.timeout_secs, 10);
+
+        let e = env(&[("KRALIKI_OUTBOUND__ALLOW", "intranet")]);
+        let err = load(None, &e, &FlagOverrides::default()).unwrap_err();
+        assert!(err.0.contains("outbound.allow"), "{err}");
+        let e = env(&[
+            ("KRALIKI_ENV", "production"),
+            ("KRALIKI_SMTP__HOST", "smtp.example.com"),
+            ("KRALIKI_ALERT_WEBHOOK_URL", "http://hooks.example/a"),
+        ]);
+        let err = load(None, &e, &FlagOverrides::default()).unwrap_err();
+        assert!(err.0.contains("alert_webhook_url"), "{err}");
     }
 }

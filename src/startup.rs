@@ -17,6 +17,7 @@ use crate::mail::Mailer;
 use crate::secrets::Secrets;
 use crate::security::blocklist::Blocklist;
 use crate::security::events::{LogSink, SecurityLog};
+use crate::security::outbound::OutboundClient;
 use crate::security::password::PasswordHasher;
 use crate::security::ratelimit::{Clock, Limiter, SystemClock};
 use crate::security::tokens::{Expectations, KeyRing};
@@ -91,7 +92,14 @@ pub async fn build_state_with_clock(
         audience: settings.auth.audience.clone(),
         leeway_secs: 30,
     };
-    let security = SecurityLog::new(db.clone(), sink);
+    let outbound =
+        OutboundClient::new(&settings.outbound).map_err(|e| anyhow::anyhow!("outbound: {e}"))?;
+    let mut security = SecurityLog::new(db.clone(), sink);
+    let alerts =
+        crate::security::alerts::start(&settings, &secrets, outbound.clone(), clock.clone())?;
+    if let Some(alerts) = alerts {
+        security = security.with_alerts(alerts);
+    }
     let ids = &settings.ids;
     let blocklist = Blocklist::new(
         ids.block_threshold as usize,
@@ -125,6 +133,7 @@ pub async fn build_state_with_clock(
         limiter,
         clock,
         blocklist,
+        outbound,
     }))
 }
 

@@ -11,6 +11,7 @@ use crate::mail::Mailer;
 use crate::secrets::Secrets;
 use crate::security::blocklist::Blocklist;
 use crate::security::events::SecurityLog;
+use crate::security::outbound::OutboundClient;
 use crate::security::password::PasswordHasher;
 use crate::security::ratelimit::{Clock, Limiter};
 use crate::security::tokens::{Expectations, KeyRing};
@@ -47,6 +48,9 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     /// Addresses blocked by intrusion detection.
     pub blocklist: Blocklist,
+    /// The one client for requests to other servers, guarded against
+    /// reaching internal addresses.
+    pub outbound: OutboundClient,
 }
 
 impl AppState {

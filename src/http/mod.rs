@@ -1,6 +1,7 @@
 //! The HTTP API: the router, its middleware stack, and one module per
 //! resource.
 
+pub mod assets;
 pub mod audit;
 pub mod auth;
 pub mod calls;
@@ -70,6 +71,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))
         .route("/.well-known/jwks.json", get(system::jwks))
+        .route("/assets/{file}", get(assets::asset))
+        .route("/favicon.ico", get(assets::favicon))
         .nest("/api", api)
         .fallback(problem::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -18,10 +18,12 @@ use crate::error::{ApiError, ApiResult, Problem};
 use crate::http::json::{int_param, ApiJson, ApiQuery};
 use crate::http::principal::{Auth, Principal};
 use crate::http::users::page_params;
-use crate::security::permissions::Permission;
+use crate::security::client_ip;
+use crate::security::permissions::{self, Permission};
 use crate::state::AppState;
 use crate::store::events::{EventFilter, StoredEvent};
-use crate::store::{self, Cursor};
+use crate::store::users::Role;
+use crate::store::{self, Cursor, Db};
 
 const TYPES: &[&str] = &[
     "RATE_LIMIT_EXCEEDED",
@@ -158,11 +160,15 @@ pub async fn list_events(
             }
         },
     };
-    if let Some(ip) = q.ip.as_deref() {
-        if ip.parse::<std::net::IpAddr>().is_err() {
-            return Err(ApiError::field("ip", "invalid", "Must be an IP address."));
-        }
-    }
+    // Events store addresses in canonical text form (IPv4-mapped IPv6 as
+    // IPv4, IPv6 compressed), so compare in that form.
+    let ip = match q.ip.as_deref() {
+        None => None,
+        Some(raw) => match raw.trim().parse::<std::net::IpAddr>() {
+            Ok(ip) => Some(client_ip::canonical(ip).to_string()),
+            Err(_) => return Err(ApiError::field("ip", "invalid", "Must be an IP address.")),
+        },
+    };
     let since = match q.since.as_deref() {
         None => None,
         Some(s) => Some(
@@ -176,7 +182,7 @@ pub async fn list_events(
         organization_id: org.as_deref(),
         event_type: q.event_type.as_deref(),
         severities,
-        ip: q.ip.as_deref(),
+        ip: ip.as_deref(),
         since,
     };
     let mut rows = store::events::search(&state.db, &filter, cursor.as_ref(), limit + 1).await?;
@@ -213,12 +219,24 @@ pub async fn stream_events(
     p.require(&state, Permission::ViewSecurityEvents).await?;
     let org = scope(&state, &p);
     let mut rx = state.security.subscribe();
+    let db = state.db.clone();
     let stream = async_stream(move |tx| async move {
         loop {
-            match rx.recv().await {
+            let received = tokio::select! {
+                // The client went away: stop now, not at the next event.
+                _ = tx.closed() => break,
+                received = rx.recv() => received,
+            };
+            match received {
                 Ok(e) => {
                     if org.is_some() && e.organization_id != org {
                         continue;
+                    }
+                    // The stream outlives the check made when it opened:
+                    // end it once the session is signed out, expired or
+                    // revoked by a role change.
+                    if !session_still_allowed(&db, &p).await {
+                        break;
                     }
                     let data = serde_json::to_string(&EventOut::from(e)).unwrap_or_default();
                     if tx
@@ -237,6 +255,24 @@ pub async fn stream_events(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Whether the session that opened a stream is still live and its role may
+/// still see security events. A database error counts as no.
+async fn session_still_allowed(db: &Db, p: &Principal) -> bool {
+    match store::sessions::get(db, &p.org, &p.session_id).await {
+        Ok(Some(s)) => {
+            s.revoked_at.is_none()
+                && s.absolute_expires_at > store::now_ms()
+                && Role::parse(&s.role)
+                    .is_some_and(|r| permissions::allows(r, Permission::ViewSecurityEvents))
+        }
+        Ok(None) => false,
+        Err(err) => {
+            tracing::warn!(error = %err, "security event stream: session check failed");
+            false
+        }
+    }
 }
 
 /// A stream fed by a task through a bounded channel; the task ends when

@@ -26,15 +26,29 @@ pub async fn health() -> ApiJson<HealthOut> {
     ApiJson(HealthOut { status: "ok" })
 }
 
-/// The database answers. Public.
+/// The database answers, and so does Redis when it is configured. A 503
+/// names the dependency that is down, never its address. Public.
 #[utoipa::path(get, path = "/ready", tag = "system",
     responses((status = 200, body = HealthOut), (status = 503, body = Problem)))]
 pub async fn ready(State(state): State<AppState>) -> Result<ApiJson<HealthOut>, ApiError> {
-    state.db.ping().await.map_err(|e| {
-        tracing::warn!(error = format!("{e:#}"), "readiness check failed");
-        ApiError::Unavailable("The database is not reachable.".into())
-    })?;
-    Ok(ApiJson(HealthOut { status: "ok" }))
+    let (db, redis) = tokio::join!(state.db.ping(), state.limiter.ping_redis());
+    let db_down = db
+        .map_err(|e| tracing::warn!(error = format!("{e:#}"), "readiness: database down"))
+        .is_err();
+    let redis_down = match redis {
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: Redis down");
+            true
+        }
+        Some(Ok(())) | None => false,
+    };
+    let detail = match (db_down, redis_down) {
+        (false, false) => return Ok(ApiJson(HealthOut { status: "ok" })),
+        (true, false) => "The database is not reachable.",
+        (false, true) => "Redis is not reachable.",
+        (true, true) => "The database and Redis are not reachable.",
+    };
+    Err(ApiError::Unavailable(detail.into()))
 }
 
 /// The public keys that verify access tokens (RFC 7517). Public.
@@ -57,7 +71,8 @@ pub async fn openapi() -> Response {
     axum::Json(crate::http::openapi::document()).into_response()
 }
 
-/// The start page (the console arrives later). Public.
+/// The start page (the console arrives later), styled by
+/// `/assets/kraliki.css`: no inline styles or scripts. Public.
 #[utoipa::path(get, path = "/", tag = "system",
     responses((status = 200, description = "HTML page", content_type = "text/html")))]
 pub async fn index() -> Response {
@@ -65,7 +80,11 @@ pub async fn index() -> Response {
         StatusCode::OK,
         Html(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <title>Voice by Kraliki</title></head><body><h1>Voice by Kraliki</h1>\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>Voice by Kraliki</title>\
+             <link rel=\"stylesheet\" href=\"/assets/kraliki.css\">\
+             <link rel=\"icon\" href=\"/assets/favicon.svg\" type=\"image/svg+xml\">\
+             </head><body><h1>Voice by Kraliki</h1>\
              <p>The call-center API is running. The API is described at \
              <a href=\"/api/openapi.json\">/api/openapi.json</a>.</p></body></html>",
         ),

@@ -7,10 +7,11 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::http::request::RequestMeta;
+use crate::security::alerts::AlertSender;
 use crate::store::{self, events::StoredEvent, Db};
 
 /// Kinds of security event.
@@ -64,7 +65,7 @@ impl EventType {
 }
 
 /// How serious an event is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Severity {
     /// Informational.
@@ -170,19 +171,33 @@ impl SecurityEvent {
 pub type LogSink = Arc<Mutex<Box<dyn Write + Send>>>;
 
 /// Writes and stores security events, and publishes HIGH and CRITICAL
-/// ones to live subscribers (the admin event stream).
+/// ones to live subscribers (the admin event stream) and, when configured,
+/// to the alert webhook.
 #[derive(Clone)]
 pub struct SecurityLog {
     db: Db,
     sink: LogSink,
     live: tokio::sync::broadcast::Sender<StoredEvent>,
+    alerts: Option<AlertSender>,
 }
 
 impl SecurityLog {
     /// A log writing lines to `sink` and storing events in `db`.
     pub fn new(db: Db, sink: LogSink) -> Self {
         let (live, _) = tokio::sync::broadcast::channel(256);
-        SecurityLog { db, sink, live }
+        SecurityLog {
+            db,
+            sink,
+            live,
+            alerts: None,
+        }
+    }
+
+    /// Also offer each recorded event to the alert webhook, which keeps
+    /// those at or above its minimum severity.
+    pub fn with_alerts(mut self, alerts: AlertSender) -> Self {
+        self.alerts = Some(alerts);
+        self
     }
 
     /// Receive HIGH and CRITICAL events as they are recorded.
@@ -220,6 +235,9 @@ impl SecurityLog {
         };
         if let Err(err) = store::events::insert(&self.db, &stored).await {
             tracing::error!(error = %err, event = event.event_type.as_str(), "could not store security event");
+        }
+        if let Some(alerts) = &self.alerts {
+            alerts.offer(&stored, event.severity);
         }
         if event.severity >= Severity::High {
             // No subscribers is normal; a send error only means that.

@@ -1,11 +1,14 @@
 //! Cryptography and security controls: tokens, passwords, second factor,
-//! sealing, CSRF, permissions, client addresses and security events.
+//! sealing, CSRF, permissions, client addresses, security events and their
+//! alerts, and the guard on outbound requests.
 
+pub mod alerts;
 pub mod blocklist;
 pub mod client_ip;
 pub mod csrf;
 pub mod events;
 pub mod ids;
+pub mod outbound;
 pub mod password;
 pub mod permissions;
 pub mod ratelimit;

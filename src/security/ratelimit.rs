@@ -826,8 +826,17 @@ impl RedisBackend {
         })
     }
 
-    /// Check that Redis answers.
+    /// Check that Redis answers. Like [`RedisBackend::hit`], a broken
+    /// connection is retried once at once: the first call after Redis
+    /// returns only triggers the reconnect. Callers bound the time spent.
     pub async fn ping(&self) -> redis::RedisResult<()> {
+        match self.ping_once().await {
+            Err(e) if e.is_io_error() || e.is_unrecoverable_error() => self.ping_once().await,
+            other => other,
+        }
+    }
+
+    async fn ping_once(&self) -> redis::RedisResult<()> {
         let mut conn = self.manager.clone();
         redis::cmd("PING").query_async::<()>(&mut conn).await
     }
@@ -872,6 +881,18 @@ impl RedisBackend {
         };
         Ok(Decision::from_raw(rule.limit, raw))
     }
+}
+
+/// Why [`Limiter::ping_redis`] found Redis down. Neither form repeats the
+/// URL, which may hold a password.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisDown {
+    /// Redis answered with an error, or the connection failed.
+    #[error("Redis failed: {0}")]
+    Failed(#[source] redis::RedisError),
+    /// No answer within [`REDIS_TIMEOUT`].
+    #[error("Redis gave no answer within {} ms", REDIS_TIMEOUT.as_millis())]
+    TimedOut,
 }
 
 /// The result of [`Limiter::check`].
@@ -961,6 +982,20 @@ impl Limiter {
     /// Whether Redis is configured but failing, so limits are per instance.
     pub fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Acquire)
+    }
+
+    /// Ask Redis whether it answers, within [`REDIS_TIMEOUT`], for readiness
+    /// checks: `None` without Redis. Changes nothing about how requests are
+    /// limited (only [`Limiter::check`] falls back and recovers).
+    pub async fn ping_redis(&self) -> Option<Result<(), RedisDown>> {
+        let redis = self.redis.as_ref()?;
+        Some(
+            match tokio::time::timeout(REDIS_TIMEOUT, redis.ping()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(RedisDown::Failed(e)),
+                Err(_) => Err(RedisDown::TimedOut),
+            },
+        )
     }
 
     /// Count one request by `key` (see [`ip_key`]) against `rule`, usually
@@ -1754,5 +1789,38 @@ mod tests {
         assert!(check.recovered_now);
         assert!(!limiter.is_degraded());
         assert_eq!(check.decision.remaining, 4, "the new server kept nothing");
+    }
+
+    #[tokio::test]
+    async fn ping_redis_follows_the_server_and_finds_it_again_at_once() {
+        let clock = ManualClock::new(START_MS);
+        let local = Limiter::in_process(settings(vec![login()]), Arc::new(clock.clone())).unwrap();
+        assert!(
+            local.ping_redis().await.is_none(),
+            "no Redis, nothing to ask"
+        );
+
+        let port = free_port();
+        let limiter = Limiter::with_redis(
+            settings(vec![login()]),
+            Arc::new(clock.clone()),
+            &format!("redis://127.0.0.1:{port}"),
+            "kraliki:rl:",
+        )
+        .await
+        .unwrap();
+        let err = limiter.ping_redis().await.unwrap().unwrap_err();
+        assert!(!err.to_string().contains(&port.to_string()), "{err}");
+
+        let server = ChildRedis::start(port).await;
+        // The first ping after Redis returns already answers: the stale
+        // connection is replaced within the same call.
+        limiter.ping_redis().await.unwrap().unwrap();
+        server.stop();
+        assert!(limiter.ping_redis().await.unwrap().is_err());
+        let _server = ChildRedis::start(port).await;
+        limiter.ping_redis().await.unwrap().unwrap();
+        // Pinging is only a question: the limiter never went degraded.
+        assert!(!limiter.is_degraded());
     }
 }

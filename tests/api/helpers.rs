@@ -116,9 +116,20 @@ pub async fn spawn_app() -> TestApp {
 
 /// Start a server after adjusting its settings.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with_secrets(|_| {}, configure).await
+}
+
+/// Start a server after adding files to its secrets folder (e.g.
+/// `alert_webhook_secret`) with `add_secrets`, and adjusting its settings
+/// with `configure`. Otherwise the same as [`spawn_app_with`].
+pub async fn spawn_app_with_secrets(
+    add_secrets: impl FnOnce(&std::path::Path),
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
     let secrets_dir = tempfile::tempdir().unwrap();
     write_secrets(secrets_dir.path());
+    add_secrets(secrets_dir.path());
     if let Some(url) = postgres_url() {
         let db_url = fresh_postgres_database(&url).await;
         std::fs::write(secrets_dir.path().join("database_url"), db_url).unwrap();

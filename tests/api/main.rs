@@ -4,11 +4,17 @@
 
 mod helpers;
 
+mod alerts;
+mod audit;
 mod cli;
+mod headers;
 mod ids;
+mod outbound;
 mod passwords;
 mod production;
 mod ratelimit;
+mod redis_shared;
+mod security_events;
 mod sessions;
 mod smoke;
 mod tenancy;

@@ -472,6 +472,8 @@ const ROUTES: &[(&str, &str, bool, bool)] = &[
     ("/api/audit", "get", true, false),
     ("/api/security/events", "get", true, false),
     ("/api/security/events/stream", "get", true, false),
+    ("/assets/{file}", "get", true, false),
+    ("/favicon.ico", "get", false, false),
 ];
 
 /// Resolve a local `$ref`.
