@@ -81,6 +81,8 @@ pub struct Settings {
     pub rate_limit: crate::security::ratelimit::RateLimitSettings,
     /// Intrusion detection.
     pub ids: IdsSettings,
+    /// Connection and request time limits.
+    pub http: HttpSettings,
     /// Where HIGH and CRITICAL security events are POSTed, signed with the
     /// `alert_webhook_secret` secret (which must then exist). Empty (the
     /// default) turns alerts off; https:// in production. Its path may be a
@@ -91,6 +93,27 @@ pub struct Settings {
     /// Requests the server makes: the allow-list of otherwise refused
     /// addresses, and the timeout.
     pub outbound: crate::security::outbound::OutboundSettings,
+}
+
+/// Connection and request time limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// A request must be answered (body upload included) within this many
+    /// seconds, else 408. Default 30.
+    pub request_timeout_secs: u64,
+    /// A client must send its whole request head within this many seconds,
+    /// else the connection is closed (slow clients). Default 10.
+    pub header_read_timeout_secs: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+        }
+    }
 }
 
 /// What intrusion detection does with a match.
@@ -208,6 +231,7 @@ impl Default for Settings {
             redis_key_prefix: "kraliki:".into(),
             rate_limit: Default::default(),
             ids: IdsSettings::default(),
+            http: HttpSettings::default(),
             alert_webhook_url: String::new(),
             alerts: Default::default(),
             outbound: Default::default(),
@@ -417,6 +441,11 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
     s.rate_limit
         .validate()
         .map_err(|e| ConfigError(format!("rate_limit: {e}")))?;
+    if s.http.request_timeout_secs == 0 || s.http.header_read_timeout_secs == 0 {
+        return Err(ConfigError(
+            "http.request_timeout_secs and http.header_read_timeout_secs must be positive".into(),
+        ));
+    }
     if s.ids.block_threshold == 0 || s.ids.block_window_secs == 0 || s.ids.block_secs == 0 {
         return Err(ConfigError(
             "ids.block_threshold, ids.block_window_secs and ids.block_secs must be positive".into(),

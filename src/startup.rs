@@ -137,8 +137,6 @@ pub async fn build_state_with_clock(
     }))
 }
 
-/// A client must finish sending its request head within this time.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// In-flight requests get this long to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -156,12 +154,13 @@ pub async fn serve_until(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let header_read_timeout = Duration::from_secs(state.settings.http.header_read_timeout_secs);
     let app = crate::http::router(state);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);

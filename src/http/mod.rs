@@ -87,7 +87,7 @@ pub fn router(state: AppState) -> Router {
         // is cut off too.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
+            Duration::from_secs(state.settings.http.request_timeout_secs),
         ))
         .layer(middleware::from_fn(problem::finish))
         .layer(middleware::from_fn_with_state(
