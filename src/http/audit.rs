@@ -10,7 +10,7 @@ use crate::http::principal::Auth;
 use crate::http::users::page_params;
 use crate::security::permissions::Permission;
 use crate::state::AppState;
-use crate::store::{self, Cursor};
+use crate::store;
 
 /// Filters and paging.
 #[derive(Deserialize, IntoParams)]
@@ -85,18 +85,7 @@ pub async fn list_audit(
         limit + 1,
     )
     .await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| {
-            Cursor {
-                created_at: r.seq,
-                id: r.id.clone(),
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
+    let next_cursor = store::paginate(&mut rows, limit, |r| (r.seq, &r.id));
     let items = rows
         .into_iter()
         .map(|r| AuditOut {

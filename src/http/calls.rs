@@ -10,8 +10,8 @@ use crate::http::principal::Auth;
 use crate::http::users::page_params;
 use crate::security::permissions::{allows, Permission};
 use crate::state::AppState;
+use crate::store;
 use crate::store::calls::{Call, CallFilter, STATUSES};
-use crate::store::{self, Cursor};
 
 /// Filters and paging for the call list.
 #[derive(Deserialize, IntoParams)]
@@ -71,18 +71,7 @@ pub async fn list_calls(
         },
     )
     .await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|c| {
-            Cursor {
-                created_at: c.created_at,
-                id: c.id.clone(),
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
+    let next_cursor = store::paginate(&mut rows, limit, |c| (c.created_at, &c.id));
     Ok(ApiJson(CallPage {
         items: rows,
         next_cursor,

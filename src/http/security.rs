@@ -23,7 +23,7 @@ use crate::security::permissions::{self, Permission};
 use crate::state::AppState;
 use crate::store::events::{EventFilter, StoredEvent};
 use crate::store::users::Role;
-use crate::store::{self, Cursor, Db};
+use crate::store::{self, Db};
 
 const TYPES: &[&str] = &[
     "RATE_LIMIT_EXCEEDED",
@@ -186,18 +186,7 @@ pub async fn list_events(
         since,
     };
     let mut rows = store::events::search(&state.db, &filter, cursor.as_ref(), limit + 1).await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|e| {
-            Cursor {
-                created_at: e.created_at,
-                id: e.id.clone(),
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
+    let next_cursor = store::paginate(&mut rows, limit, |e| (e.created_at, &e.id));
     Ok(ApiJson(EventPage {
         items: rows.into_iter().map(EventOut::from).collect(),
         next_cursor,

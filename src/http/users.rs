@@ -124,18 +124,7 @@ pub async fn list_users(
     let (limit, cursor) =
         page_params(int_param("limit", q.limit.as_deref())?, q.cursor.as_deref())?;
     let mut rows = store::users::list(&state.db, &p.org, cursor.as_ref(), limit + 1).await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|u| {
-            Cursor {
-                created_at: u.created_at,
-                id: u.id.clone(),
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
+    let next_cursor = store::paginate(&mut rows, limit, |u| (u.created_at, &u.id));
     Ok(ApiJson(UserPage {
         items: rows.iter().map(UserOut::from).collect(),
         next_cursor,

@@ -165,3 +165,24 @@ impl Cursor {
         })
     }
 }
+
+/// Cut a page fetched with one row more than `limit` down to `limit`, and
+/// return the cursor of its last row when more rows follow.
+pub fn paginate<T>(
+    rows: &mut Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> (i64, &str),
+) -> Option<String> {
+    if rows.len() as i64 <= limit {
+        return None;
+    }
+    rows.truncate(limit as usize);
+    rows.last().map(|row| {
+        let (created_at, id) = key(row);
+        Cursor {
+            created_at,
+            id: id.to_string(),
+        }
+        .encode()
+    })
+}
