@@ -57,6 +57,40 @@ pub enum Command {
     /// 200, 1 otherwise (container health checks). Reads settings, never
     /// secrets.
     Healthcheck(HealthcheckArgs),
+    /// Hand secrets to the container platform.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+/// `kraliki secrets …`.
+#[derive(Subcommand, Debug)]
+pub enum SecretsCommand {
+    /// Create versioned Docker secrets `kraliki_<name>_v<N>` from a secrets
+    /// file written by `kraliki keys generate` (env file or folder). Each
+    /// value reaches `docker secret create` on its standard input only.
+    DockerSetup(DockerSetupArgs),
+}
+
+/// `kraliki secrets docker-setup` options.
+#[derive(Args, Debug)]
+pub struct DockerSetupArgs {
+    /// Env-format secrets file (`KRALIKI_<NAME>=value` lines) or folder of
+    /// one file per secret; must not be readable by group or others.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Version number in the secrets' names (`kraliki_<name>_v<N>`); raise
+    /// it for each rotation.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub version: u32,
+    /// Print the `docker secret create` commands, one per secret, and run
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `kraliki healthcheck` options.
@@ -219,6 +253,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys(KeysCommand::Generate(args)) => generate_keys(args),
         Command::Healthcheck(args) => healthcheck(&cli, args).await,
+        Command::Secrets(SecretsCommand::DockerSetup(args)) => {
+            crate::docker_secrets::setup(&args.file, args.version, args.dry_run)
+        }
         Command::Users(UsersCommand::Create(args)) => create_user(&cli, args).await,
         Command::Audit(AuditCommand::Verify) => {
             let settings = load_settings(&cli, None)?;

@@ -262,7 +262,7 @@ fn decode_key_text(raw: &str) -> Option<Vec<u8>> {
 
 /// Accept the JWT key as PKCS#8 PEM, or as base64 of the PKCS#8 DER (the
 /// one-line form used in env-format secrets files). Returns PEM.
-fn normalize_jwt_key(raw: &str) -> Result<String, ConfigError> {
+pub(crate) fn normalize_jwt_key(raw: &str) -> Result<String, ConfigError> {
     let raw = raw.trim();
     let pem = if raw.starts_with("-----BEGIN") {
         raw.replace("\\n", "\n")
@@ -308,7 +308,7 @@ pub fn pem_to_one_line(pem: &str) -> String {
 }
 
 /// Refuse placeholder passwords inside URLs and placeholder tokens.
-fn check_opaque(name: &str, raw: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_opaque(name: &str, raw: &str) -> Result<(), ConfigError> {
     let candidate = if raw.contains("://") {
         // scheme://user:password@host/...
         raw.split_once("://")

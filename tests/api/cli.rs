@@ -82,6 +82,11 @@ async fn help_of_every_command_succeeds() {
         &["users", "create", "--help"],
         &["orgs", "--help"],
         &["orgs", "create", "--help"],
+        &["audit", "--help"],
+        &["audit", "verify", "--help"],
+        &["secrets", "--help"],
+        &["secrets", "docker-setup", "--help"],
+        &["healthcheck", "--help"],
     ];
     for args in commands {
         let mut cmd = kraliki();
