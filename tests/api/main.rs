@@ -16,6 +16,7 @@ mod ratelimit;
 mod redis_shared;
 mod security_events;
 mod sessions;
+mod shutdown;
 mod smoke;
 mod tenancy;
 mod tokens;

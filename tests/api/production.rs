@@ -95,6 +95,19 @@ pub struct Running {
 }
 
 impl Running {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the server is running")
+    }
+
+    /// Wait (bounded) for the server to exit by itself; its exit status.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
     /// Stop the server and return everything it wrote.
     pub async fn stop(mut self) -> (String, String) {
         let _ = self.child.start_kill();
