@@ -56,6 +56,60 @@ fn the_template_placeholders_are_exactly_those_the_stack_sets() {
     }
 }
 
+/// The directives' values, each as written once at the start of a line
+/// (comments left out).
+fn directive_values(text: &str, name: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|rest| rest.starts_with(' '))
+        .map(|rest| rest.trim().trim_end_matches(';').to_string())
+        .collect()
+}
+
+#[test]
+fn the_configuration_pins_what_a_live_test_cannot_show() {
+    // TLS 1.0 and 1.1 refused: the test client (rustls) cannot even offer
+    // them, so the configuration itself is checked.
+    let site = repo_file("deploy/nginx/templates/kraliki.conf.template");
+    let main = repo_file("deploy/nginx/nginx.conf");
+    assert_eq!(
+        directive_values(&site, "ssl_protocols"),
+        vec!["TLSv1.2 TLSv1.3"]
+    );
+    assert_eq!(
+        directive_values(&site, "ssl_prefer_server_ciphers"),
+        vec!["off"]
+    );
+    assert_eq!(directive_values(&site, "ssl_session_tickets"), vec!["off"]);
+    for cipher in directive_values(&site, "ssl_ciphers")[0].split(':') {
+        assert!(
+            cipher.starts_with("ECDHE-")
+                && (cipher.contains("-GCM-") || cipher.ends_with("CHACHA20-POLY1305")),
+            "AEAD with forward secrecy only: {cipher}"
+        );
+    }
+    assert_eq!(directive_values(&main, "server_tokens"), vec!["off"]);
+    assert_eq!(directive_values(&main, "client_max_body_size"), vec!["1m"]);
+    assert_eq!(
+        directive_values(&main, "large_client_header_buffers"),
+        vec!["4 16k"]
+    );
+    // Nothing hides what the application sets, and no header is added to
+    // proxied answers (only the error locations include the snippet).
+    assert!(directive_values(&site, "proxy_hide_header").is_empty());
+    assert!(directive_values(&main, "proxy_hide_header").is_empty());
+    assert!(directive_values(&site, "add_header")
+        .iter()
+        .all(|v| v.starts_with("Retry-After ")));
+    assert!(directive_values(&main, "add_header").is_empty());
+    assert!(directive_values(&site, "proxy_intercept_errors").is_empty());
+    // Every forwarded-for line replaces the header.
+    let xff = directive_values(&site, "proxy_set_header X-Forwarded-For");
+    assert!(!xff.is_empty());
+    assert!(xff.iter().all(|v| v == "$remote_addr"), "{xff:?}");
+}
+
 #[test]
 fn the_rendered_configuration_passes_nginx_t() {
     let site = Site::render("server 127.0.0.1:9;");
