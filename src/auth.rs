@@ -308,7 +308,7 @@ pub fn issue_access_token(state: &AppState, session: &Session) -> (String, i64) 
         nbf: now,
         exp: now + ttl,
     };
-    (state.keys.sign_access(&claims), ttl)
+    (state.keys.get().tokens.sign_access(&claims), ttl)
 }
 
 /// Start a refresh family for a token session; returns the opaque token.

@@ -128,6 +128,48 @@ pub struct ServeArgs {
 pub enum KeysCommand {
     /// Write a complete set of new secrets (mode 0600).
     Generate(GenerateArgs),
+    /// Replace the token signing key, session key and CSRF key with fresh
+    /// ones. Each old key is kept beside the new one as
+    /// `<name>.retired.<unix expiry>` and still accepted (never used for
+    /// anything new) until the grace period ends. Running servers pick the
+    /// change up on SIGHUP.
+    Rotate(RotateArgs),
+    /// Show the age of every secret and the retired keys still accepted;
+    /// warns about keys overdue for rotation (signing key after 90 days,
+    /// session and CSRF keys after 30, the database password after 180).
+    Status(StatusArgs),
+}
+
+/// `kraliki keys rotate` options.
+#[derive(Args, Debug)]
+pub struct RotateArgs {
+    /// How long the old keys stay valid for what was made with them, e.g.
+    /// 24h, 90m, 7d. Choose at least the access-token lifetime (15 minutes),
+    /// and the browser-session lifetime to keep everyone signed in.
+    #[arg(long, default_value = "24h", value_parser = parse_grace)]
+    pub grace: Duration,
+    /// Only these keys (default: all three).
+    #[arg(long = "key", value_name = "NAME",
+          value_parser = ["jwt_signing_key", "session_key", "csrf_key"])]
+    pub keys: Vec<String>,
+    /// Rotate the key files in this folder (one file per secret, as written
+    /// by `keys generate --format dir`) instead of where the server reads
+    /// them.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `kraliki keys status` options.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Exit with status 1 when a key is overdue for rotation (for cron jobs
+    /// and monitoring).
+    #[arg(long)]
+    pub check: bool,
+}
+
+fn parse_grace(text: &str) -> Result<Duration, String> {
+    crate::rotation::parse_duration(text)
 }
 
 /// Output formats of `keys generate`.
@@ -252,6 +294,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(KeysCommand::Generate(args)) => generate_keys(args),
+        Command::Keys(KeysCommand::Rotate(args)) => rotate_keys(&cli, args),
+        Command::Keys(KeysCommand::Status(args)) => key_status(&cli, args),
         Command::Healthcheck(args) => healthcheck(&cli, args).await,
         Command::Secrets(SecretsCommand::DockerSetup(args)) => {
             crate::docker_secrets::setup(&args.file, args.version, args.dry_run)
@@ -476,6 +520,70 @@ fn parse_status_line(head: &[u8]) -> anyhow::Result<u16> {
         _ if head.is_empty() => anyhow::bail!("the connection closed without an answer"),
         _ => anyhow::bail!("the answer is not HTTP/1.x"),
     }
+}
+
+fn rotate_keys(cli: &Cli, args: &RotateArgs) -> anyhow::Result<()> {
+    use crate::rotation;
+    let names: Vec<&'static str> = if args.keys.is_empty() {
+        secrets::ROTATABLE_KEYS.to_vec()
+    } else {
+        secrets::ROTATABLE_KEYS
+            .iter()
+            .copied()
+            .filter(|n| args.keys.iter().any(|k| k == n))
+            .collect()
+    };
+    let loaded = match &args.dir {
+        Some(_) => None,
+        None => {
+            let settings = load_settings(cli, None)?;
+            Some(load_secrets(&settings)?)
+        }
+    };
+    let files = rotation::key_files(loaded.as_ref(), args.dir.as_deref(), &names)?;
+    let now = rotation::now_secs();
+    if args.grace < Duration::from_secs(15 * 60) {
+        eprintln!(
+            "warning: a grace of {} is shorter than the access-token lifetime; tokens and \
+             sessions made before this rotation stop working when it ends",
+            rotation::human_span(args.grace.as_secs() as i64)
+        );
+    }
+    for (name, path) in &files {
+        let done = rotation::rotate_file(name, path, args.grace, now)?;
+        println!("{name}: new key in {}", done.path.display());
+        if let Some((old, new)) = &done.kids {
+            println!("  signing kid {new}; previous kid {old} verifies only");
+        }
+        println!(
+            "  old key kept in {} until {} (unix {})",
+            done.retired_path.display(),
+            crate::security::events::rfc3339_ms(done.retired_until * 1000),
+            done.retired_until
+        );
+    }
+    println!(
+        "send SIGHUP to running servers (e.g. `kill -HUP <pid>`) to put the new keys in force"
+    );
+    Ok(())
+}
+
+fn key_status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<()> {
+    let settings = load_settings(cli, None)?;
+    let secrets = load_secrets(&settings)?;
+    let now = crate::rotation::now_secs();
+    let ages = crate::rotation::key_ages(&secrets, now)?;
+    let overdue = crate::rotation::print_status(&ages, now, &mut std::io::stdout())?;
+    if overdue > 0 {
+        eprintln!(
+            "warning: {overdue} secret(s) overdue for rotation; run `kraliki keys rotate` (keys) \
+             or change the database password"
+        );
+        if args.check {
+            anyhow::bail!("{overdue} secret(s) overdue for rotation");
+        }
+    }
+    Ok(())
 }
 
 fn generate_keys(args: &GenerateArgs) -> anyhow::Result<()> {

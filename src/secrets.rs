@@ -38,6 +38,16 @@ pub const SECRET_NAMES: &[&str] = &[
 /// development mode generates on first start.
 pub const SYMMETRIC_KEYS: &[&str] = &["session_key", "csrf_key", "audit_key", "data_key"];
 
+/// The keys that rotate without downtime: the old value stays usable
+/// (verify or decrypt only) for a grace period after `kraliki keys rotate`.
+/// `audit_key` and `data_key` do not rotate this way: entries and stored
+/// credentials already written depend on them.
+pub const ROTATABLE_KEYS: &[&str] = &["jwt_signing_key", "session_key", "csrf_key"];
+
+/// A retired key file is named `<name>.retired.<unix expiry>` and sits
+/// beside the key it was retired from.
+pub const RETIRED_MARKER: &str = ".retired.";
+
 /// Values that are never accepted as a secret.
 const PLACEHOLDERS: &[&str] = &[
     "changeme",
@@ -140,6 +150,105 @@ pub struct Secrets {
     pub alert_webhook_secret: Option<SecretString>,
     /// Where each secret came from, for the start-up log.
     pub sources: BTreeMap<&'static str, SecretSource>,
+    /// Retired, still-valid values of the rotatable keys, by key name.
+    pub retired: BTreeMap<&'static str, Vec<RetiredKey>>,
+}
+
+/// A key demoted by a rotation: still accepted for verifying or decrypting
+/// until `expires_at`, never used to sign or encrypt.
+#[derive(Debug, Clone)]
+pub struct RetiredKey {
+    /// The key text as stored (PEM or encoded bytes).
+    pub value: SecretString,
+    /// Unix time (seconds) from which the key is refused.
+    pub expires_at: i64,
+    /// The file it was read from.
+    pub path: PathBuf,
+}
+
+impl SecretSource {
+    /// The file a secret was read from, if it came from a file.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            SecretSource::SecretsDir(p) | SecretSource::FileVar(p) | SecretSource::Generated(p) => {
+                Some(p)
+            }
+            SecretSource::EnvVar => None,
+        }
+    }
+}
+
+/// The retired copies of the key stored at `key_path`, found beside it as
+/// `<file name>.retired.<unix expiry>`, newest expiry first. Files whose
+/// expiry has passed at `now` are skipped; a file with a malformed expiry is
+/// an error, so a typo never silently drops a key.
+pub fn retired_beside(key_path: &Path, now: i64) -> Result<Vec<(PathBuf, i64)>, ConfigError> {
+    let (Some(dir), Some(file_name)) = (key_path.parent(), key_path.file_name()) else {
+        return Ok(Vec::new());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}{RETIRED_MARKER}", file_name.to_string_lossy());
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(ConfigError(format!(
+                "cannot list {} for retired keys: {e}",
+                dir.display()
+            )))
+        }
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(expiry) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let expires_at: i64 = expiry.parse().map_err(|_| {
+            ConfigError(format!(
+                "retired key file {} must end in a unix time (seconds), as written by \
+                 `kraliki keys rotate`",
+                entry.path().display()
+            ))
+        })?;
+        if expires_at > now && entry.path().is_file() {
+            found.push((entry.path(), expires_at));
+        }
+    }
+    found.sort_by(|a, b| b.1.cmp(&a.1));
+    Ok(found)
+}
+
+fn load_retired(
+    name: &'static str,
+    source: &SecretSource,
+    now: i64,
+) -> Result<Vec<RetiredKey>, ConfigError> {
+    let Some(path) = source.path() else {
+        return Ok(Vec::new());
+    };
+    let mut keys = Vec::new();
+    for (path, expires_at) in retired_beside(path, now)? {
+        let text = read_secret_file(&path, name)?;
+        // Checked like the live key, so a damaged file stops the load.
+        if name == "jwt_signing_key" {
+            normalize_jwt_key(&text)
+                .map_err(|e| ConfigError(format!("retired key {}: {}", path.display(), e.0)))?;
+        } else {
+            decode_symmetric(name, &text)
+                .map_err(|e| ConfigError(format!("retired key {}: {}", path.display(), e.0)))?;
+        }
+        keys.push(RetiredKey {
+            value: SecretString::from(text),
+            expires_at,
+            path,
+        });
+    }
+    Ok(keys)
 }
 
 /// The environment variable holding secret `name`.
@@ -362,6 +471,15 @@ pub fn load(settings: &Settings, env: &BTreeMap<String, String>) -> Result<Secre
         raw.insert(*name, value);
     }
 
+    let now = crate::store::now_ms() / 1000;
+    let mut retired = BTreeMap::new();
+    for name in ROTATABLE_KEYS {
+        let keys = load_retired(name, &sources[name], now)?;
+        if !keys.is_empty() {
+            retired.insert(*name, keys);
+        }
+    }
+
     let jwt_signing_key = SecretString::from(normalize_jwt_key(&raw["jwt_signing_key"])?);
     let key = |n: &str| decode_symmetric(n, &raw[n]);
     let session_key = key("session_key")?;
@@ -392,9 +510,20 @@ pub fn load(settings: &Settings, env: &BTreeMap<String, String>) -> Result<Secre
         smtp_password: opaque("smtp_password")?,
         alert_webhook_secret: opaque("alert_webhook_secret")?,
         sources,
+        retired,
     };
     for (name, source) in &secrets.sources {
         tracing::info!(secret = *name, source = %source, "secret loaded");
+    }
+    for (name, keys) in &secrets.retired {
+        for key in keys {
+            tracing::info!(
+                secret = *name,
+                file = %key.path.display(),
+                expires_at = key.expires_at,
+                "retired key accepted until its expiry"
+            );
+        }
     }
     Ok(secrets)
 }

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::config::{ConfigError, Settings};
+use crate::keys::{KeyStore, LiveKeys};
 use crate::mail::Mailer;
 use crate::secrets::Secrets;
 use crate::security::blocklist::Blocklist;
@@ -20,7 +21,7 @@ use crate::security::events::{LogSink, SecurityLog};
 use crate::security::outbound::OutboundClient;
 use crate::security::password::PasswordHasher;
 use crate::security::ratelimit::{Clock, Limiter, SystemClock};
-use crate::security::tokens::{Expectations, KeyRing};
+use crate::security::tokens::Expectations;
 use crate::state::{AppState, Inner};
 use crate::store::Db;
 
@@ -78,8 +79,7 @@ pub async fn build_state_with_clock(
     db.migrate().await?;
     production_checks(&settings, &db).await?;
 
-    let keys = KeyRing::from_pem(secrets.jwt_signing_key.expose_secret())
-        .map_err(|e| anyhow::anyhow!("jwt_signing_key: {e}"))?;
+    let keys = KeyStore::new(LiveKeys::from_secrets(&secrets)?);
     let hasher = PasswordHasher::new(settings.auth.hash_concurrency);
     let mailer = Mailer::from_settings(&settings, &secrets)?;
     let trusted_proxies = settings
@@ -141,9 +141,13 @@ pub async fn build_state_with_clock(
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Serve on `listener` until SIGINT or SIGTERM, then stop accepting and let
-/// in-flight requests finish (bounded by [`SHUTDOWN_GRACE`]).
+/// in-flight requests finish (bounded by [`SHUTDOWN_GRACE`]). SIGHUP
+/// reloads secrets and puts rotated keys in force.
 pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
-    serve_until(listener, state, shutdown_signal()).await
+    let reloader = tokio::spawn(crate::rotation::reload_on_sighup(state.clone()));
+    let served = serve_until(listener, state, shutdown_signal()).await;
+    reloader.abort();
+    served
 }
 
 /// Serve until `shutdown` completes. Each connection is served by hyper

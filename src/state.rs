@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use crate::audit::AuditEvent;
 use crate::config::Settings;
 use crate::http::request::RequestMeta;
+use crate::keys::KeyStore;
 use crate::mail::Mailer;
 use crate::secrets::Secrets;
 use crate::security::blocklist::Blocklist;
@@ -14,7 +15,7 @@ use crate::security::events::SecurityLog;
 use crate::security::outbound::OutboundClient;
 use crate::security::password::PasswordHasher;
 use crate::security::ratelimit::{Clock, Limiter};
-use crate::security::tokens::{Expectations, KeyRing};
+use crate::security::tokens::Expectations;
 use crate::store::Db;
 
 /// Cheap-to-clone handle on everything a handler needs.
@@ -29,8 +30,8 @@ pub struct Inner {
     pub secrets: Secrets,
     /// Database.
     pub db: Db,
-    /// Signing and verification keys for access tokens.
-    pub keys: KeyRing,
+    /// Token, session and CSRF keys; swapped as a whole on SIGHUP.
+    pub keys: KeyStore,
     /// Password hashing on the blocking pool.
     pub hasher: PasswordHasher,
     /// Security event writer.

@@ -13,10 +13,10 @@ use crate::audit::AuditEvent;
 use crate::auth::{self, Credentials};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::http::json::ApiJson;
-use crate::http::principal::{Auth, AuthEnrolling, Via, SESSION_COOKIE, SESSION_PURPOSE};
+use crate::http::principal::{Auth, AuthEnrolling, Via, SESSION_COOKIE};
 use crate::http::request::RequestMeta;
 use crate::http::users::UserOut;
-use crate::security::{csrf, seal, totp};
+use crate::security::{seal, totp};
 use crate::state::AppState;
 use crate::store::users::{NewUser, Role};
 use crate::store::{self};
@@ -263,11 +263,7 @@ pub async fn login(
 
 /// The `Set-Cookie` value for a session.
 fn session_cookie(state: &AppState, session_id: &str) -> String {
-    let sealed = seal::seal(
-        &state.secrets.session_key,
-        SESSION_PURPOSE,
-        session_id.as_bytes(),
-    );
+    let sealed = state.keys.get().seal_session(session_id);
     format!("{SESSION_COOKIE}={sealed}; Path=/; Secure; HttpOnly; SameSite=Strict")
 }
 
@@ -290,7 +286,7 @@ pub async fn create_session(
     let signed = credentials_sign_in(&state, &meta, &body, "browser").await?;
     audit_sign_in(&state, &meta, &signed).await?;
     let out = SessionOut {
-        csrf_token: csrf::token_for(&state.secrets.csrf_key, &signed.session.id),
+        csrf_token: state.keys.get().csrf_token(&signed.session.id),
         expires_at: signed.session.absolute_expires_at,
         user: UserOut::from(&signed.user),
         totp_enrolment_required: store::flag(signed.session.restricted),
@@ -478,8 +474,7 @@ pub async fn me(
         .is_some_and(|e| e.confirmed_at.is_some());
     Ok(ApiJson(MeOut {
         user: UserOut::from(&user),
-        csrf_token: (p.via == Via::Cookie)
-            .then(|| csrf::token_for(&state.secrets.csrf_key, &p.session_id)),
+        csrf_token: (p.via == Via::Cookie).then(|| state.keys.get().csrf_token(&p.session_id)),
         totp_enabled,
         totp_enrolment_required: p.restricted,
     }))

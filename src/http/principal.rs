@@ -12,10 +12,8 @@ use axum::http::{header, Method};
 use crate::audit::{AuditEvent, Outcome};
 use crate::error::ApiError;
 use crate::http::request::RequestMeta;
-use crate::security::csrf;
 use crate::security::events::{EventType, SecurityEvent, Severity};
 use crate::security::permissions::{self, Permission};
-use crate::security::seal;
 use crate::state::AppState;
 use crate::store::users::Role;
 use crate::store::{self, OrgId};
@@ -23,7 +21,7 @@ use crate::store::{self, OrgId};
 /// Name of the browser session cookie.
 pub const SESSION_COOKIE: &str = "__Host-kraliki_session";
 /// Associated data for sealed session cookies.
-pub const SESSION_PURPOSE: &[u8] = b"kraliki-session-v1";
+pub use crate::keys::SESSION_PURPOSE;
 /// Header carrying the CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -185,14 +183,14 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Principal, 
         let Some(token) = token else {
             return Err(invalid_token(state, &meta, "bad_authorization_header").await);
         };
-        let claims =
-            match state
-                .keys
-                .verify_access(token.trim(), &state.token_expectations, now_ms / 1000)
-            {
-                Ok(c) => c,
-                Err(e) => return Err(invalid_token(state, &meta, e.reason()).await),
-            };
+        let claims = match state.keys.get().tokens.verify_access(
+            token.trim(),
+            &state.token_expectations,
+            now_ms / 1000,
+        ) {
+            Ok(c) => c,
+            Err(e) => return Err(invalid_token(state, &meta, e.reason()).await),
+        };
         let org = OrgId(claims.org.clone());
         let session = store::sessions::get(&state.db, &org, &claims.sid).await?;
         let Some(session) = session.filter(|s| {
@@ -214,9 +212,7 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Principal, 
     let Some(cookie) = cookie_value(parts, SESSION_COOKIE) else {
         return Err(unauthenticated());
     };
-    let Some(session_id) = seal::open(&state.secrets.session_key, SESSION_PURPOSE, cookie)
-        .and_then(|b| String::from_utf8(b).ok())
-    else {
+    let Some(session_id) = state.keys.get().open_session(cookie, now_ms / 1000) else {
         return Err(invalid_token(state, &meta, "bad_session_cookie").await);
     };
     let session = store::sessions::get_unscoped(&state.db, &session_id).await?;
@@ -260,7 +256,12 @@ async fn check_csrf(parts: &Parts, state: &AppState, p: &Principal) -> Result<()
     }
     match header_str(CSRF_HEADER) {
         None => Err(csrf_violation(state, p, "missing_csrf_token").await),
-        Some(t) if !csrf::verify(&state.secrets.csrf_key, &p.session_id, t) => {
+        Some(t)
+            if !state
+                .keys
+                .get()
+                .csrf_valid(&p.session_id, t, store::now_ms() / 1000) =>
+        {
             Err(csrf_violation(state, p, "csrf_token_mismatch").await)
         }
         Some(_) => Ok(()),

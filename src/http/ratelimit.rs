@@ -9,12 +9,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{Problem, ProblemBody};
-use crate::http::principal::{cookie_value, SESSION_COOKIE, SESSION_PURPOSE};
+use crate::http::principal::{cookie_value, SESSION_COOKIE};
 use crate::http::request::RequestMeta;
 use crate::security::events::{EventType, SecurityEvent, Severity};
 use crate::security::ratelimit::{self, Decision, KeyKind, Rule};
-use crate::security::seal;
 use crate::state::AppState;
+use crate::store;
 
 static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -35,6 +35,8 @@ fn key_for(state: &AppState, rule: &Rule, req: &Request, meta: &RequestMeta) -> 
             if let Ok(claims) =
                 state
                     .keys
+                    .get()
+                    .tokens
                     .verify_access(token.trim(), &state.token_expectations, now)
             {
                 return format!("user:{}", claims.sub);
@@ -42,8 +44,7 @@ fn key_for(state: &AppState, rule: &Rule, req: &Request, meta: &RequestMeta) -> 
         }
         let (parts, _) = clone_parts(req);
         if let Some(sid) = cookie_value(&parts, SESSION_COOKIE)
-            .and_then(|c| seal::open(&state.secrets.session_key, SESSION_PURPOSE, c))
-            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|c| state.keys.get().open_session(c, store::now_ms() / 1000))
         {
             return format!("session:{sid}");
         }

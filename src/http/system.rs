@@ -55,7 +55,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<ApiJson<HealthOut>, 
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "system",
     responses((status = 200, description = "JSON Web Key Set", body = Object)))]
 pub async fn jwks(State(state): State<AppState>) -> Response {
-    let body = state.keys.jwks(store::now_ms() / 1000);
+    let body = state.keys.get().tokens.jwks(store::now_ms() / 1000);
     let mut res = axum::Json(body).into_response();
     res.headers_mut().insert(
         header::CACHE_CONTROL,

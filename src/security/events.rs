@@ -129,6 +129,22 @@ impl SecurityEvent {
         }
     }
 
+    /// An event the server raises itself, not caused by a request (a key
+    /// reload, say); `trigger` says what set it off.
+    pub fn internal(event_type: EventType, severity: Severity, trigger: &str) -> Self {
+        SecurityEvent {
+            event_type,
+            severity,
+            ip: "local".into(),
+            method: "INTERNAL".into(),
+            url: trigger.into(),
+            request_id: crate::store::new_id(),
+            user_id: None,
+            organization_id: None,
+            details: Map::new(),
+        }
+    }
+
     /// Add a type-specific field.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.details.insert(key.to_string(), value.into());
