@@ -14,6 +14,7 @@ pub mod http;
 pub mod mail;
 pub mod secrets;
 pub mod security;
+pub mod shutdown;
 pub mod startup;
 pub mod state;
 pub mod store;
