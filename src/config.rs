@@ -105,6 +105,10 @@ pub struct HttpSettings {
     /// A client must send its whole request head within this many seconds,
     /// else the connection is closed (slow clients). Default 10.
     pub header_read_timeout_secs: u64,
+    /// The server pings each WebSocket this often, in seconds; a client that
+    /// sends nothing (not even the pong) for two intervals is disconnected.
+    /// Default 30.
+    pub ws_ping_interval_secs: u64,
 }
 
 impl Default for HttpSettings {
@@ -112,6 +116,7 @@ impl Default for HttpSettings {
         HttpSettings {
             request_timeout_secs: 30,
             header_read_timeout_secs: 10,
+            ws_ping_interval_secs: 30,
         }
     }
 }
@@ -441,9 +446,14 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
     s.rate_limit
         .validate()
         .map_err(|e| ConfigError(format!("rate_limit: {e}")))?;
-    if s.http.request_timeout_secs == 0 || s.http.header_read_timeout_secs == 0 {
+    if s.http.request_timeout_secs == 0
+        || s.http.header_read_timeout_secs == 0
+        || s.http.ws_ping_interval_secs == 0
+    {
         return Err(ConfigError(
-            "http.request_timeout_secs and http.header_read_timeout_secs must be positive".into(),
+            "http.request_timeout_secs, http.header_read_timeout_secs and \
+             http.ws_ping_interval_secs must be positive"
+                .into(),
         ));
     }
     if s.ids.block_threshold == 0 || s.ids.block_window_secs == 0 || s.ids.block_secs == 0 {

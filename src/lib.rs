@@ -16,6 +16,7 @@ pub mod mail;
 pub mod rotation;
 pub mod secrets;
 pub mod security;
+pub mod shutdown;
 pub mod startup;
 pub mod state;
 pub mod store;

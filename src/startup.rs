@@ -22,6 +22,7 @@ use crate::security::outbound::OutboundClient;
 use crate::security::password::PasswordHasher;
 use crate::security::ratelimit::{Clock, Limiter, SystemClock};
 use crate::security::tokens::Expectations;
+use crate::shutdown::Shutdown;
 use crate::state::{AppState, Inner};
 use crate::store::Db;
 
@@ -134,6 +135,7 @@ pub async fn build_state_with_clock(
         clock,
         blocklist,
         outbound,
+        shutdown: Shutdown::new(),
     }))
 }
 
@@ -159,7 +161,7 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let header_read_timeout = Duration::from_secs(state.settings.http.header_read_timeout_secs);
-    let app = crate::http::router(state);
+    let app = crate::http::router(state.clone());
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -201,8 +203,16 @@ pub async fn serve_until(
     }
 
     drop(listener);
+    // Live streams and WebSockets never finish by themselves: tell them to
+    // close now, so they do not hold the drain for the whole grace period,
+    // and wait for them as for the connections (upgraded WebSockets are no
+    // longer connections hyper tracks).
+    state.shutdown.begin();
+    let drained = async {
+        tokio::join!(graceful.shutdown(), state.shutdown.drained());
+    };
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = drained => tracing::info!("all connections closed"),
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }

@@ -16,6 +16,7 @@ use crate::security::outbound::OutboundClient;
 use crate::security::password::PasswordHasher;
 use crate::security::ratelimit::{Clock, Limiter};
 use crate::security::tokens::Expectations;
+use crate::shutdown::Shutdown;
 use crate::store::Db;
 
 /// Cheap-to-clone handle on everything a handler needs.
@@ -52,6 +53,8 @@ pub struct Inner {
     /// The one client for requests to other servers, guarded against
     /// reaching internal addresses.
     pub outbound: OutboundClient,
+    /// Tells WebSockets and event streams that the server is stopping.
+    pub shutdown: Shutdown,
 }
 
 impl AppState {

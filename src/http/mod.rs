@@ -18,6 +18,7 @@ pub mod request;
 pub mod security;
 pub mod system;
 pub mod users;
+pub mod ws;
 
 use std::time::Duration;
 
@@ -64,6 +65,8 @@ pub fn router(state: AppState) -> Router {
         .route("/audit", get(audit::list_audit))
         .route("/security/events", get(security::list_events))
         .route("/security/events/stream", get(security::stream_events))
+        .route("/ws/ticket", post(ws::create_ticket))
+        .route("/ws", get(ws::connect))
         .route("/openapi.json", get(system::openapi));
 
     Router::new()

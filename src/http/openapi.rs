@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{assets, audit, auth, calls, organization, security, system, users};
+use crate::http::{assets, audit, auth, calls, organization, security, system, users, ws};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,7 @@ use crate::http::{assets, audit, auth, calls, organization, security, system, us
         calls::list_calls, calls::get_call,
         organization::get_organization, organization::set_security_policy,
         audit::list_audit, security::list_events, security::stream_events,
+        ws::create_ticket, ws::connect,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
     modifiers(&SecuritySchemes, &ProblemMediaType),
@@ -43,6 +44,13 @@ impl Modify for SecuritySchemes {
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
                 "__Host-kraliki_session",
                 "Browser session; state-changing requests also need X-CSRF-Token",
+            ))),
+        );
+        components.add_security_scheme(
+            "ws_ticket",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "ticket",
+                "Single-use WebSocket ticket from POST /api/ws/ticket (30 s)",
             ))),
         );
     }

@@ -1,6 +1,7 @@
 //! Per-request context: the request id (kept from the client when
 //! well-formed), the trustworthy client address, and one tracing span.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 
@@ -40,6 +41,56 @@ fn well_formed_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// Query parameters that carry credentials (the WebSocket ticket): their
+/// values never reach logs or security events.
+const CREDENTIAL_PARAMS: &[&str] = &["ticket"];
+
+/// A query string component, percent-decoded (`+` as a space); `None` when
+/// it does not decode to UTF-8.
+fn decode_component(raw: &str) -> Option<String> {
+    let spaced = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+/// The first value of the query parameter `name` (names compared after
+/// decoding), percent-decoded.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if decode_component(key).as_deref() == Some(name) {
+            decode_component(value)
+        } else {
+            None
+        }
+    })
+}
+
+/// `path_and_query` with the values of [`CREDENTIAL_PARAMS`] replaced by
+/// `[redacted]`.
+fn redact_credentials(path_and_query: &str) -> Cow<'_, str> {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return Cow::Borrowed(path_and_query);
+    };
+    let is_credential = |pair: &str| {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        decode_component(key).is_some_and(|k| CREDENTIAL_PARAMS.contains(&k.as_str()))
+    };
+    if !query.split('&').any(is_credential) {
+        return Cow::Borrowed(path_and_query);
+    }
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if is_credential(pair) => format!("{key}=[redacted]"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    Cow::Owned(format!("{path}?{}", redacted.join("&")))
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -74,7 +125,7 @@ pub async fn context(State(state): State<AppState>, mut req: Request, next: Next
     let url = req
         .uri()
         .path_and_query()
-        .map(|pq| truncate(pq.as_str(), 2048))
+        .map(|pq| truncate(&redact_credentials(pq.as_str()), 2048))
         .unwrap_or_else(|| "/".into());
     let user_agent = req
         .headers()
@@ -134,5 +185,37 @@ mod tests {
         assert!(!well_formed_id("a b"));
         assert!(!well_formed_id(&"a".repeat(129)));
         assert!(!well_formed_id("x\ny"));
+    }
+
+    #[test]
+    fn query_params_are_decoded() {
+        assert_eq!(
+            query_param(Some("a=1&ticket=abc"), "ticket").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            query_param(Some("%74icket=a%2Db"), "ticket").as_deref(),
+            Some("a-b")
+        );
+        assert_eq!(query_param(Some("ticket"), "ticket").as_deref(), Some(""));
+        assert_eq!(query_param(Some("tickets=x"), "ticket"), None);
+        assert_eq!(query_param(None, "ticket"), None);
+    }
+
+    #[test]
+    fn credentials_in_the_query_are_redacted() {
+        assert_eq!(redact_credentials("/api/ws"), "/api/ws");
+        assert_eq!(
+            redact_credentials("/api/calls?limit=5"),
+            "/api/calls?limit=5"
+        );
+        assert_eq!(
+            redact_credentials("/api/ws?ticket=s3cret&x=1"),
+            "/api/ws?ticket=[redacted]&x=1"
+        );
+        assert_eq!(
+            redact_credentials("/api/ws?%74icket=s3cret"),
+            "/api/ws?%74icket=[redacted]"
+        );
     }
 }

@@ -16,14 +16,14 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::http::json::{int_param, ApiJson, ApiQuery};
-use crate::http::principal::{Auth, Principal};
+use crate::http::principal::Auth;
 use crate::http::users::page_params;
 use crate::security::client_ip;
 use crate::security::permissions::{self, Permission};
 use crate::state::AppState;
 use crate::store::events::{EventFilter, StoredEvent};
 use crate::store::users::Role;
-use crate::store::{self, Db};
+use crate::store::{self, Db, OrgId};
 
 const TYPES: &[&str] = &[
     "RATE_LIMIT_EXCEEDED",
@@ -118,10 +118,11 @@ pub struct EventPage {
     pub next_cursor: Option<String>,
 }
 
-/// The organization scope of a principal's view: `None` means everything.
-fn scope(state: &AppState, p: &Principal) -> Option<String> {
+/// The organization scope of the security events an admin of `org` sees:
+/// `None` means everything (the operator organization).
+pub(crate) fn scope(state: &AppState, org: &OrgId) -> Option<String> {
     let operator = &state.settings.operator_organization;
-    (operator.is_empty() || *operator != p.org.0).then(|| p.org.0.clone())
+    (operator.is_empty() || *operator != org.0).then(|| org.0.clone())
 }
 
 /// Search stored security events, newest first. Needs
@@ -177,7 +178,7 @@ pub async fn list_events(
                 .map_err(|_| ApiError::field("since", "invalid", "Must be an RFC 3339 time."))?,
         ),
     };
-    let org = scope(&state, &p);
+    let org = scope(&state, &p.org);
     let filter = EventFilter {
         organization_id: org.as_deref(),
         event_type: q.event_type.as_deref(),
@@ -206,14 +207,18 @@ pub async fn stream_events(
     Auth(p): Auth,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     p.require(&state, Permission::ViewSecurityEvents).await?;
-    let org = scope(&state, &p);
+    let org = scope(&state, &p.org);
     let mut rx = state.security.subscribe();
     let db = state.db.clone();
+    let mut stopping = state.shutdown.subscribe();
     let stream = async_stream(move |tx| async move {
         loop {
             let received = tokio::select! {
                 // The client went away: stop now, not at the next event.
                 _ = tx.closed() => break,
+                // The server is stopping: end the stream, so the response
+                // completes and the connection can close.
+                () = stopping.begun() => break,
                 received = rx.recv() => received,
             };
             match received {
@@ -224,7 +229,7 @@ pub async fn stream_events(
                     // The stream outlives the check made when it opened:
                     // end it once the session is signed out, expired or
                     // revoked by a role change.
-                    if !session_still_allowed(&db, &p).await {
+                    if !session_still_allowed(&db, &p.org, &p.session_id).await {
                         break;
                     }
                     let data = serde_json::to_string(&EventOut::from(e)).unwrap_or_default();
@@ -248,8 +253,8 @@ pub async fn stream_events(
 
 /// Whether the session that opened a stream is still live and its role may
 /// still see security events. A database error counts as no.
-async fn session_still_allowed(db: &Db, p: &Principal) -> bool {
-    match store::sessions::get(db, &p.org, &p.session_id).await {
+pub(crate) async fn session_still_allowed(db: &Db, org: &OrgId, session_id: &str) -> bool {
+    match store::sessions::get(db, org, session_id).await {
         Ok(Some(s)) => {
             s.revoked_at.is_none()
                 && s.absolute_expires_at > store::now_ms()

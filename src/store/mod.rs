@@ -12,6 +12,7 @@ pub mod resets;
 pub mod sessions;
 pub mod totp;
 pub mod users;
+pub mod ws_tickets;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -21,3 +21,4 @@ mod smoke;
 mod tenancy;
 mod tokens;
 mod totp;
+mod websocket;
