@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::config::{ConfigError, Settings};
+use crate::http::redirect::HttpsRedirect;
 use crate::mail::Mailer;
 use crate::secrets::Secrets;
 use crate::security::blocklist::Blocklist;
@@ -23,6 +24,7 @@ use crate::security::ratelimit::{Clock, Limiter, SystemClock};
 use crate::security::tokens::{Expectations, KeyRing};
 use crate::state::{AppState, Inner};
 use crate::store::Db;
+use crate::tls::{self, ServerCert};
 
 /// Open the database the secrets point at (PostgreSQL, or SQLite in the
 /// data folder), refusing SQLite in production without the opt-in.
@@ -156,6 +158,81 @@ pub async fn serve_until(
 ) -> anyhow::Result<()> {
     let header_read_timeout = Duration::from_secs(state.settings.http.header_read_timeout_secs);
     let app = crate::http::router(state);
+    serve_router(listener, app, None, header_read_timeout, shutdown).await
+}
+
+/// Serve HTTPS on `listener` with `cert` (and, with `redirect`, plain HTTP
+/// that only redirects to it) until SIGINT or SIGTERM; see [`serve`].
+pub async fn serve_https(
+    listener: TcpListener,
+    redirect: Option<TcpListener>,
+    state: AppState,
+    cert: Arc<ServerCert>,
+) -> anyhow::Result<()> {
+    serve_https_until(listener, redirect, state, cert, shutdown_signal()).await
+}
+
+/// [`serve_https`] until `shutdown` completes; both listeners stop then.
+pub async fn serve_https_until(
+    listener: TcpListener,
+    redirect: Option<TcpListener>,
+    state: AppState,
+    cert: Arc<ServerCert>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let header_read_timeout = Duration::from_secs(state.settings.http.header_read_timeout_secs);
+    let https_port = listener.local_addr()?.port();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        // An error means the sender is gone: stop as well.
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+
+    let redirecting = redirect.map(|listener| {
+        let target = HttpsRedirect::new(&state.settings.public_url, https_port);
+        tokio::spawn(serve_router(
+            listener,
+            crate::http::redirect::router(target),
+            None,
+            header_read_timeout,
+            until_stopped(stopped.clone()),
+        ))
+    });
+    let app = crate::http::router(state);
+    let serving = serve_router(
+        listener,
+        app,
+        Some(cert),
+        header_read_timeout,
+        until_stopped(stopped),
+    );
+    let signal = async {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let (served, ()) = tokio::join!(serving, signal);
+    if let Some(task) = redirecting {
+        task.await??;
+    }
+    served
+}
+
+/// A connection's byte stream: plain TCP or TLS over TCP.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// The accept loop: each connection gets its own task, which does the TLS
+/// handshake (with the configuration in use at that moment, bounded by
+/// [`tls::HANDSHAKE_TIMEOUT`]) when `tls` is set and then serves HTTP/1.1 or
+/// HTTP/2 with `app`.
+async fn serve_router(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<Arc<ServerCert>>,
+    header_read_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -185,12 +262,34 @@ pub async fn serve_until(
                     req.extensions_mut().insert(ConnectInfo(peer));
                     req
                 });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
+            let io: Box<dyn Io> = match tls {
+                None => Box::new(stream),
+                Some(cert) => {
+                    let acceptor = cert.acceptor();
+                    match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Err(err)) => {
+                            tracing::debug!(error = %err, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(io),
+                TowerToHyperService::new(service),
+            );
+            if let Err(err) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
         });

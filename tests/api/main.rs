@@ -19,5 +19,6 @@ mod sessions;
 mod shutdown;
 mod smoke;
 mod tenancy;
+mod tls;
 mod tokens;
 mod totp;
