@@ -242,6 +242,11 @@ async fn https_over_tls_1_3_and_1_2_with_alpn_h2_and_http1() {
     let server = expect_listening(folders.serve_tls(&files, &[])).await;
     let addr = https_addr(&server);
 
+    // A client that connects and never sends its hello holds up nobody:
+    // everything below is served while it waits.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    let stalled_since = Instant::now();
+
     for version in [
         reqwest::tls::Version::TLS_1_3,
         reqwest::tls::Version::TLS_1_2,
@@ -275,6 +280,20 @@ async fn https_over_tls_1_3_and_1_2_with_alpn_h2_and_http1() {
         .unwrap();
     let (status, body) = http1_get(&mut stream, "/health").await;
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+
+    // The stalled client is cut off once the handshake timeout (10 s) is
+    // over, not before.
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(20), stalled.read(&mut byte)).await;
+    let waited = stalled_since.elapsed();
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the stalled connection is closed: {closed:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(20),
+        "closed after {waited:?}"
+    );
 
     // The start-up log says the server speaks HTTPS.
     let (_, err) = server.stop().await;
