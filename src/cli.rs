@@ -17,6 +17,7 @@ use crate::secrets::{self, Secrets};
 use crate::security::events::SecurityLog;
 use crate::store::users::{NewUser, Role};
 use crate::store::{self, OrgId};
+use crate::tls::{CertFiles, ServerCert};
 
 /// Voice by Kraliki: a self-hosted, security-first call-center backend.
 #[derive(Parser, Debug)]
@@ -121,6 +122,19 @@ pub struct ServeArgs {
     /// random passwords printed once. Development only.
     #[arg(long)]
     pub demo: bool,
+    /// Serve HTTPS with this PEM certificate chain (server certificate
+    /// first); needs `--tls-key`. SIGHUP reloads both files. Also
+    /// `KRALIKI_TLS__CERT`.
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert` (PKCS#8, RSA or SEC1); mode 0600
+    /// in production. Also `KRALIKI_TLS__KEY`.
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+    /// Also listen for plain HTTP here, answering every request with a 308
+    /// redirect to HTTPS. Also `KRALIKI_TLS__REDIRECT_LISTEN`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub tls_redirect_listen: Option<SocketAddr>,
 }
 
 /// `kraliki keys …`.
@@ -267,11 +281,14 @@ fn process_env() -> BTreeMap<String, String> {
     std::env::vars().collect()
 }
 
-fn load_settings(cli: &Cli, listen: Option<SocketAddr>) -> anyhow::Result<Settings> {
+fn load_settings(cli: &Cli, serve: Option<&ServeArgs>) -> anyhow::Result<Settings> {
     let env = process_env();
     let flags = FlagOverrides {
-        listen,
+        listen: serve.and_then(|s| s.listen),
         data_dir: cli.data_dir.clone(),
+        tls_cert: serve.and_then(|s| s.tls_cert.clone()),
+        tls_key: serve.and_then(|s| s.tls_key.clone()),
+        tls_redirect_listen: serve.and_then(|s| s.tls_redirect_listen),
     };
     let settings = config::load(cli.config.as_deref(), &env, &flags)?;
     crate::telemetry::init(&settings.log);
@@ -350,28 +367,62 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
-    let settings = load_settings(cli, args.listen)?;
+    let settings = load_settings(cli, Some(args))?;
     if args.demo && settings.is_production() {
         anyhow::bail!("--demo is refused in production: demo accounts are for development only");
     }
     let secrets = load_secrets(&settings)?;
+    // The certificate is checked before anything listens.
+    let cert = match CertFiles::from_settings(&settings.tls, settings.is_production()) {
+        Some(files) => Some(ServerCert::load(files)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let redirect = match settings.tls.redirect_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (tls.redirect_listen)"))?,
+        ),
+        None => None,
+    };
     let mut settings = settings;
     settings.listen = listener.local_addr()?;
     let state = crate::startup::build_state(settings, secrets, SecurityLog::stdout_sink()).await?;
     if args.demo {
         crate::demo::create(&state).await?;
     }
+    let scheme = if cert.is_some() { "https" } else { "http" };
     tracing::info!(
         listen = %state.settings.listen,
+        scheme,
         env = ?state.settings.env,
         database = ?state.db.backend,
         "kraliki is listening"
     );
-    eprintln!("kraliki listening on http://{}", state.settings.listen);
-    crate::startup::serve(listener, state).await
+    let Some(cert) = cert else {
+        eprintln!("kraliki listening on http://{}", state.settings.listen);
+        return crate::startup::serve(listener, state).await;
+    };
+
+    // Before the listening line: from then on a SIGHUP must reload, never
+    // end the process.
+    crate::tls::reload_on_sighup(cert.clone()).context("cannot listen for SIGHUP")?;
+    tracing::info!(
+        cert = %cert.files().cert.display(),
+        sha256 = %cert.fingerprint(),
+        "TLS certificate loaded"
+    );
+    if let Some(redirect) = &redirect {
+        eprintln!(
+            "kraliki redirecting http://{} to https",
+            redirect.local_addr()?
+        );
+    }
+    eprintln!("kraliki listening on https://{}", state.settings.listen);
+    crate::startup::serve_https(listener, redirect, state, cert).await
 }
 
 /// How long `kraliki healthcheck` waits for connect, request and status line

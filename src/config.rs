@@ -83,6 +83,9 @@ pub struct Settings {
     pub ids: IdsSettings,
     /// Connection and request time limits.
     pub http: HttpSettings,
+    /// HTTPS served by `kraliki serve` itself (single-host installs without
+    /// a reverse proxy). Off unless both `tls.cert` and `tls.key` are set.
+    pub tls: TlsSettings,
     /// Where HIGH and CRITICAL security events are POSTed, signed with the
     /// `alert_webhook_secret` secret (which must then exist). Empty (the
     /// default) turns alerts off; https:// in production. Its path may be a
@@ -117,6 +120,63 @@ impl Default for HttpSettings {
             request_timeout_secs: 30,
             header_read_timeout_secs: 10,
             ws_ping_interval_secs: 30,
+        }
+    }
+}
+
+/// HTTPS served by `kraliki serve` itself: rustls, TLS 1.2 and 1.3 only,
+/// AEAD cipher suites only, ALPN `h2` and `http/1.1`. SIGHUP reloads the
+/// certificate and key from the same files.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain, the server's own certificate first. Unset
+    /// (the default): plain HTTP. Also `--tls-cert`, `KRALIKI_TLS__CERT`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of that certificate (PKCS#8, RSA or SEC1). In
+    /// production it must not be readable by group or others (mode 0600).
+    /// Also `--tls-key`, `KRALIKI_TLS__KEY`.
+    pub key: Option<PathBuf>,
+    /// Plain-HTTP address whose only answer is a 308 redirect to HTTPS.
+    /// Unset (the default): none. Needs `cert` and `key`. Also
+    /// `--tls-redirect-listen`, `KRALIKI_TLS__REDIRECT_LISTEN`.
+    pub redirect_listen: Option<SocketAddr>,
+}
+
+impl TlsSettings {
+    /// Whether HTTPS is on (certificate and key both set).
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() && self.key.is_some()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, env, value) in [
+            ("tls.cert", "KRALIKI_TLS__CERT", &self.cert),
+            ("tls.key", "KRALIKI_TLS__KEY", &self.key),
+        ] {
+            if value.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(ConfigError(format!(
+                    "{name} ({env}) is empty; give the path of a PEM file or leave it unset"
+                )));
+            }
+        }
+        match (&self.cert, &self.key) {
+            (Some(_), None) => Err(ConfigError(
+                "tls.key (KRALIKI_TLS__KEY, --tls-key) is missing: tls.cert is set, and HTTPS \
+                 needs both the certificate and its private key"
+                    .into(),
+            )),
+            (None, Some(_)) => Err(ConfigError(
+                "tls.cert (KRALIKI_TLS__CERT, --tls-cert) is missing: tls.key is set, and HTTPS \
+                 needs both the certificate and its private key"
+                    .into(),
+            )),
+            (None, None) if self.redirect_listen.is_some() => Err(ConfigError(
+                "tls.redirect_listen (KRALIKI_TLS__REDIRECT_LISTEN, --tls-redirect-listen) \
+                 redirects to HTTPS, so it needs tls.cert and tls.key"
+                    .into(),
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -237,6 +297,7 @@ impl Default for Settings {
             rate_limit: Default::default(),
             ids: IdsSettings::default(),
             http: HttpSettings::default(),
+            tls: TlsSettings::default(),
             alert_webhook_url: String::new(),
             alerts: Default::default(),
             outbound: Default::default(),
@@ -297,7 +358,8 @@ impl Settings {
     /// The public base URL without a trailing slash.
     pub fn public_base_url(&self) -> String {
         if self.public_url.is_empty() {
-            format!("http://{}", self.listen)
+            let scheme = if self.tls.enabled() { "https" } else { "http" };
+            format!("{scheme}://{}", self.listen)
         } else {
             self.public_url.trim_end_matches('/').to_string()
         }
@@ -311,6 +373,12 @@ pub struct FlagOverrides {
     pub listen: Option<SocketAddr>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
+    /// `--tls-redirect-listen`.
+    pub tls_redirect_listen: Option<SocketAddr>,
 }
 
 /// A configuration error; the message names the setting and the fix.
@@ -374,6 +442,15 @@ pub fn load(
     }
     if let Some(dir) = &flags.data_dir {
         settings.data_dir = dir.clone();
+    }
+    if let Some(cert) = &flags.tls_cert {
+        settings.tls.cert = Some(cert.clone());
+    }
+    if let Some(key) = &flags.tls_key {
+        settings.tls.key = Some(key.clone());
+    }
+    if let Some(addr) = flags.tls_redirect_listen {
+        settings.tls.redirect_listen = Some(addr);
     }
     validate(&settings)?;
     Ok(settings)
@@ -462,6 +539,7 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
         ));
     }
     s.outbound.validate().map_err(ConfigError)?;
+    s.tls.validate()?;
     s.alerts.validate().map_err(ConfigError)?;
     crate::security::alerts::validate_url(&s.alert_webhook_url, s.is_production())
         .map_err(ConfigError)?;
@@ -476,6 +554,13 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
     if !s.public_url.is_empty() && !scheme_ok {
         return Err(ConfigError(
             "public_url (KRALIKI_PUBLIC_URL) must start with https:// or http://".into(),
+        ));
+    }
+    if s.tls.enabled() && s.public_url.starts_with("http://") {
+        return Err(ConfigError(
+            "public_url (KRALIKI_PUBLIC_URL) must be https:// when kraliki serves HTTPS itself \
+             (tls.cert and tls.key are set)"
+                .into(),
         ));
     }
     for origin in &s.allowed_origins {
@@ -570,7 +655,7 @@ mod tests {
         assert_eq!(s.trusted_proxies, vec!["10.0.0.0/8", "127.0.0.1"]);
         let flags = FlagOverrides {
             listen: Some("127.0.0.1:6000".parse().unwrap()),
-            data_dir: None,
+            ..FlagOverrides::default()
         };
         let s = load(Some(&file), &e, &flags).unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:6000");
@@ -630,5 +715,71 @@ mod tests {
         ]);
         let err = load(None, &e, &FlagOverrides::default()).unwrap_err();
         assert!(err.0.contains("alert_webhook_url"), "{err}");
+    }
+
+    #[test]
+    fn tls_settings_come_from_file_env_and_flags_and_go_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kraliki.toml");
+        std::fs::write(
+            &file,
+            "[tls]\ncert = \"/etc/kraliki/cert.pem\"\nkey = \"/etc/kraliki/key.pem\"\n",
+        )
+        .unwrap();
+        let s = load(Some(&file), &env(&[]), &FlagOverrides::default()).unwrap();
+        assert!(s.tls.enabled());
+        assert_eq!(
+            s.tls.key.as_deref(),
+            Some(Path::new("/etc/kraliki/key.pem"))
+        );
+        assert_eq!(s.public_base_url(), "https://127.0.0.1:3018");
+
+        let e = env(&[
+            ("KRALIKI_TLS__CERT", "/run/tls/cert.pem"),
+            ("KRALIKI_TLS__KEY", "/run/tls/key.pem"),
+            ("KRALIKI_TLS__REDIRECT_LISTEN", "0.0.0.0:80"),
+        ]);
+        let s = load(Some(&file), &e, &FlagOverrides::default()).unwrap();
+        assert_eq!(s.tls.cert.as_deref(), Some(Path::new("/run/tls/cert.pem")));
+        assert_eq!(s.tls.redirect_listen, Some("0.0.0.0:80".parse().unwrap()));
+        let flags = FlagOverrides {
+            tls_cert: Some("/flag/cert.pem".into()),
+            ..FlagOverrides::default()
+        };
+        let s = load(Some(&file), &e, &flags).unwrap();
+        assert_eq!(s.tls.cert.as_deref(), Some(Path::new("/flag/cert.pem")));
+
+        // One without the other, or a redirect without HTTPS, names the
+        // missing setting.
+        let e = env(&[("KRALIKI_TLS__CERT", "/run/tls/cert.pem")]);
+        let err = load(None, &e, &FlagOverrides::default()).unwrap_err();
+        assert!(
+            err.0
+                .starts_with("tls.key (KRALIKI_TLS__KEY, --tls-key) is missing"),
+            "{err}"
+        );
+        let flags = FlagOverrides {
+            tls_key: Some("/flag/key.pem".into()),
+            ..FlagOverrides::default()
+        };
+        let err = load(None, &env(&[]), &flags).unwrap_err();
+        assert!(
+            err.0
+                .starts_with("tls.cert (KRALIKI_TLS__CERT, --tls-cert) is missing"),
+            "{err}"
+        );
+        let e = env(&[("KRALIKI_TLS__REDIRECT_LISTEN", "127.0.0.1:80")]);
+        let err = load(None, &e, &FlagOverrides::default()).unwrap_err();
+        assert!(err.0.starts_with("tls.redirect_listen"), "{err}");
+        let e = env(&[("KRALIKI_TLS__CERTS", "/x")]);
+        let err = load(None, &e, &FlagOverrides::default()).unwrap_err();
+        assert!(err.0.contains("unknown field `certs`"), "{err}");
+        let e = env(&[
+            ("KRALIKI_TLS__CERT", "/c.pem"),
+            ("KRALIKI_TLS__KEY", "/k.pem"),
+            ("KRALIKI_PUBLIC_URL", "http://calls.example"),
+        ]);
+        let err = load(None, &e, &FlagOverrides::default()).unwrap_err();
+        assert!(err.0.contains("public_url"), "{err}");
     }
 }

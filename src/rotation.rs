@@ -456,23 +456,24 @@ pub async fn reload(state: &AppState) -> anyhow::Result<ReloadOutcome> {
     Ok(outcome)
 }
 
-/// Reload secrets on every SIGHUP until the process ends. A failed reload
-/// is logged and leaves the running keys in force.
-pub async fn reload_on_sighup(state: AppState) {
+/// Reload secrets on every SIGHUP until the process ends. The handler is
+/// installed before this returns, so a SIGHUP sent once the server
+/// listens never takes the default action (ending the process). A failed
+/// reload is logged and leaves the running keys in force.
+pub fn reload_on_sighup(state: AppState) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot listen for SIGHUP; keys reload only on restart");
-            return;
+    let mut hangups = signal(SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading secrets");
+            if let Err(err) = reload(&state).await {
+                tracing::error!(
+                    error = %format!("{err:#}"),
+                    "reload failed; the running keys stay in force"
+                );
+            }
         }
-    };
-    while hangups.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading secrets");
-        if let Err(err) = reload(&state).await {
-            tracing::error!(error = %format!("{err:#}"), "reload failed; the running keys stay in force");
-        }
-    }
+    }))
 }
 
 #[cfg(test)]

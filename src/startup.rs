@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::config::{ConfigError, Settings};
+use crate::http::redirect::HttpsRedirect;
 use crate::keys::{KeyStore, LiveKeys};
 use crate::mail::Mailer;
 use crate::secrets::Secrets;
@@ -25,6 +26,7 @@ use crate::security::tokens::Expectations;
 use crate::shutdown::Shutdown;
 use crate::state::{AppState, Inner};
 use crate::store::Db;
+use crate::tls::{self, ServerCert};
 
 /// Open the database the secrets point at (PostgreSQL, or SQLite in the
 /// data folder), refusing SQLite in production without the opt-in.
@@ -146,7 +148,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// in-flight requests finish (bounded by [`SHUTDOWN_GRACE`]). SIGHUP
 /// reloads secrets and puts rotated keys in force.
 pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
-    let reloader = tokio::spawn(crate::rotation::reload_on_sighup(state.clone()));
+    let reloader = crate::rotation::reload_on_sighup(state.clone())?;
     let served = serve_until(listener, state, shutdown_signal()).await;
     reloader.abort();
     served
@@ -162,12 +164,102 @@ pub async fn serve_until(
 ) -> anyhow::Result<()> {
     let header_read_timeout = Duration::from_secs(state.settings.http.header_read_timeout_secs);
     let app = crate::http::router(state.clone());
+    serve_router(
+        listener,
+        app,
+        None,
+        Some(state),
+        header_read_timeout,
+        shutdown,
+    )
+    .await
+}
+
+/// Serve HTTPS on `listener` with `cert` (and, with `redirect`, plain HTTP
+/// that only redirects to it) until SIGINT or SIGTERM; see [`serve`].
+pub async fn serve_https(
+    listener: TcpListener,
+    redirect: Option<TcpListener>,
+    state: AppState,
+    cert: Arc<ServerCert>,
+) -> anyhow::Result<()> {
+    let reloader = crate::rotation::reload_on_sighup(state.clone())?;
+    let served = serve_https_until(listener, redirect, state, cert, shutdown_signal()).await;
+    reloader.abort();
+    served
+}
+
+/// [`serve_https`] until `shutdown` completes; both listeners stop then.
+pub async fn serve_https_until(
+    listener: TcpListener,
+    redirect: Option<TcpListener>,
+    state: AppState,
+    cert: Arc<ServerCert>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let header_read_timeout = Duration::from_secs(state.settings.http.header_read_timeout_secs);
+    let https_port = listener.local_addr()?.port();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        // An error means the sender is gone: stop as well.
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+
+    let redirecting = redirect.map(|listener| {
+        let target = HttpsRedirect::new(&state.settings.public_url, https_port);
+        tokio::spawn(serve_router(
+            listener,
+            crate::http::redirect::router(target),
+            None,
+            None,
+            header_read_timeout,
+            until_stopped(stopped.clone()),
+        ))
+    });
+    let app = crate::http::router(state.clone());
+    let serving = serve_router(
+        listener,
+        app,
+        Some(cert),
+        Some(state),
+        header_read_timeout,
+        until_stopped(stopped),
+    );
+    let signal = async {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let (served, ()) = tokio::join!(serving, signal);
+    if let Some(task) = redirecting {
+        task.await??;
+    }
+    served
+}
+
+/// A connection's byte stream: plain TCP or TLS over TCP.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// The accept loop: each connection gets its own task, which does the TLS
+/// handshake (with the configuration in use at that moment, bounded by
+/// [`tls::HANDSHAKE_TIMEOUT`]) when `tls` is set and then serves HTTP/1.1 or
+/// HTTP/2 with `app`.
+async fn serve_router(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<Arc<ServerCert>>,
+    live: Option<AppState>,
+    header_read_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
@@ -191,12 +283,34 @@ pub async fn serve_until(
                     req.extensions_mut().insert(ConnectInfo(peer));
                     req
                 });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
+            let io: Box<dyn Io> = match tls {
+                None => Box::new(stream),
+                Some(cert) => {
+                    let acceptor = cert.acceptor();
+                    match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Err(err)) => {
+                            tracing::debug!(error = %err, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(io),
+                TowerToHyperService::new(service),
+            );
+            if let Err(err) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
         });
@@ -207,9 +321,16 @@ pub async fn serve_until(
     // close now, so they do not hold the drain for the whole grace period,
     // and wait for them as for the connections (upgraded WebSockets are no
     // longer connections hyper tracks).
-    state.shutdown.begin();
+    if let Some(state) = &live {
+        state.shutdown.begin();
+    }
     let drained = async {
-        tokio::join!(graceful.shutdown(), state.shutdown.drained());
+        let streams = async {
+            if let Some(state) = &live {
+                state.shutdown.drained().await;
+            }
+        };
+        tokio::join!(graceful.shutdown(), streams);
     };
     tokio::select! {
         () = drained => tracing::info!("all connections closed"),

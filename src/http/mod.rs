@@ -14,6 +14,7 @@ pub mod organization;
 pub mod principal;
 pub mod problem;
 pub mod ratelimit;
+pub mod redirect;
 pub mod request;
 pub mod security;
 pub mod system;

@@ -19,6 +19,7 @@ mod sessions;
 mod shutdown;
 mod smoke;
 mod tenancy;
+mod tls;
 mod tokens;
 mod totp;
 mod websocket;

@@ -23,9 +23,9 @@ use tokio::process::{Child, Command};
 /// How long a server may take to print its listening line, or to exit.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The line `kraliki serve` prints on standard error once it accepts
-/// connections.
-const LISTENING: &str = "kraliki listening on http://";
+/// The start of the line `kraliki serve` prints on standard error once it
+/// accepts connections; the base URL (`http://…` or `https://…`) follows.
+const LISTENING: &str = "kraliki listening on ";
 
 /// The five keys every server needs.
 pub const REQUIRED_KEYS: &[&str] = &[
@@ -87,7 +87,7 @@ pub async fn run(mut cmd: Command, stdin: Option<&str>) -> Finished {
 /// A `kraliki serve` that printed its listening line.
 pub struct Running {
     child: Child,
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` when serving TLS).
     pub base: String,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
@@ -106,6 +106,11 @@ impl Running {
             .await
             .ok()
             .and_then(Result::ok)
+    }
+
+    /// Everything written to standard error so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// Stop the server and return everything it wrote.
@@ -166,8 +171,8 @@ pub async fn start(mut cmd: Command) -> Outcome {
 
     let waited = tokio::time::timeout(START_TIMEOUT, async {
         while let Some(line) = rx.recv().await {
-            if let Some(addr) = line.strip_prefix(LISTENING) {
-                return Some(format!("http://{}", addr.trim()));
+            if let Some(base) = line.strip_prefix(LISTENING) {
+                return Some(base.trim().to_string());
             }
         }
         None

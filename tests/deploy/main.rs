@@ -15,5 +15,6 @@
 
 mod dockerfile;
 mod nginx;
+mod observatory;
 mod stack;
 mod support;

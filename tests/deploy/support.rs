@@ -122,8 +122,14 @@ pub struct Site {
 }
 
 impl Site {
-    /// Render with `upstreams` (e.g. `server 127.0.0.1:4000;`).
+    /// Render with `upstreams` (e.g. `server 127.0.0.1:4000;`), on free
+    /// loopback ports.
     pub fn render(upstreams: &str) -> Site {
+        Site::render_on(upstreams, free_port(), free_port())
+    }
+
+    /// [`Site::render`] on the given loopback ports.
+    pub fn render_on(upstreams: &str, http_port: u16, https_port: u16) -> Site {
         let dir = tempfile::tempdir().unwrap();
         // nginx workers run as an unprivileged user when the tests run as
         // root; they must reach the temporary-files folder.
@@ -135,7 +141,6 @@ impl Site {
                 .unwrap();
         }
         let cert = TestCert::generate(root);
-        let (http_port, https_port) = (free_port(), free_port());
 
         let values = [
             ("SERVER_NAME", "localhost".to_string()),
@@ -330,17 +335,29 @@ impl Kraliki {
     /// Start the real binary with `trusted_proxies` and wait for its
     /// listening line.
     pub async fn start(trusted_proxies: &str) -> Kraliki {
+        Kraliki::start_with(
+            &[("KRALIKI_TRUSTED_PROXIES", trusted_proxies)],
+            &["--listen", "127.0.0.1:0"],
+        )
+        .await
+    }
+
+    /// Start the real binary with more environment variables and `serve`
+    /// arguments, and wait for its listening line (`http://` or
+    /// `https://`).
+    pub async fn start_with(env: &[(&str, &str)], serve_args: &[&str]) -> Kraliki {
         let data = tempfile::tempdir().unwrap();
         let secrets = tempfile::tempdir().unwrap();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kraliki"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("KRALIKI_SECRETS_DIR", secrets.path())
-            .env("KRALIKI_TRUSTED_PROXIES", trusted_proxies)
             .env("KRALIKI_LOG__LEVEL", "warn")
+            .envs(env.iter().copied())
             .arg("--data-dir")
             .arg(data.path())
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("serve")
+            .args(serve_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -369,9 +386,14 @@ impl Kraliki {
 
         let listening = tokio::time::timeout(START_TIMEOUT, async {
             while let Some(line) = rx.recv().await {
-                if let Some(addr) = line.strip_prefix("kraliki listening on http://") {
-                    return Some(addr.trim().parse::<SocketAddr>().unwrap());
-                }
+                let Some(base) = line.strip_prefix("kraliki listening on ") else {
+                    continue;
+                };
+                let addr = base
+                    .trim()
+                    .trim_start_matches("http://")
+                    .trim_start_matches("https://");
+                return Some(addr.parse::<SocketAddr>().unwrap());
             }
             None
         })
