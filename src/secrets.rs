@@ -219,7 +219,7 @@ pub fn retired_beside(key_path: &Path, now: i64) -> Result<Vec<(PathBuf, i64)>, 
             found.push((entry.path(), expires_at));
         }
     }
-    found.sort_by(|a, b| b.1.cmp(&a.1));
+    found.sort_by_key(|k| std::cmp::Reverse(k.1));
     Ok(found)
 }
 

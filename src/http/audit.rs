@@ -64,7 +64,8 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
-/// The organization's audit trail. Needs `view_audit` (admin).
+/// The organization's audit trail (for the operator organization, also the
+/// deployment's own entries). Needs `view_audit` (admin).
 #[utoipa::path(get, path = "/api/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = AuditPage), (status = 400, body = Problem),
         (status = 401, body = Problem), (status = 403, body = Problem)),
@@ -77,9 +78,13 @@ pub async fn list_audit(
     p.require(&state, Permission::ViewAudit).await?;
     let (limit, cursor) =
         page_params(int_param("limit", q.limit.as_deref())?, q.cursor.as_deref())?;
+    // Admins of the operator organization also see the deployment's own
+    // entries (secret rotations), as they see all security events.
+    let operator = crate::http::security::scope(&state, &p.org).is_none();
     let mut rows = store::audit::list(
         &state.db,
         &p.org,
+        operator,
         q.action.as_deref(),
         cursor.as_ref(),
         limit + 1,

@@ -100,23 +100,28 @@ pub async fn after(db: &Db, after: i64, limit: i64) -> sqlx::Result<Vec<AuditRow
         .await
 }
 
-/// An organization's entries, newest first.
+/// An organization's entries, newest first; with `deployment_wide`, also
+/// the entries tied to no organization (key rotations and other actions
+/// of the deployment itself).
 pub async fn list(
     db: &Db,
     org: &OrgId,
+    deployment_wide: bool,
     action: Option<&str>,
     before: Option<&Cursor>,
     limit: i64,
 ) -> sqlx::Result<Vec<AuditRow>> {
     let before_seq = before.map(|c| c.created_at).unwrap_or(i64::MAX);
     sqlx::query_as(
-        "SELECT * FROM audit_log WHERE organization_id = $1 AND ($2 = '' OR action = $2) \
-         AND seq < $3 ORDER BY seq DESC LIMIT $4",
+        "SELECT * FROM audit_log \
+         WHERE (organization_id = $1 OR ($5 = 1 AND organization_id IS NULL)) \
+         AND ($2 = '' OR action = $2) AND seq < $3 ORDER BY seq DESC LIMIT $4",
     )
     .bind(&org.0)
     .bind(action.unwrap_or(""))
     .bind(before_seq)
     .bind(limit)
+    .bind(i64::from(deployment_wide))
     .fetch_all(&db.pool)
     .await
 }

@@ -14,6 +14,7 @@ mod passwords;
 mod production;
 mod ratelimit;
 mod redis_shared;
+mod rotation;
 mod security_events;
 mod sessions;
 mod shutdown;
