@@ -388,11 +388,30 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let metrics = match settings.metrics.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?,
+        ),
+        None => None,
+    };
     let mut settings = settings;
     settings.listen = listener.local_addr()?;
     let state = crate::startup::build_state(settings, secrets, SecurityLog::stdout_sink()).await?;
     if args.demo {
         crate::demo::create(&state).await?;
+    }
+    if let Some(metrics) = metrics {
+        let addr = metrics.local_addr()?;
+        tracing::info!(listen = %addr, "metrics listener (GET /metrics, no authentication)");
+        eprintln!("kraliki metrics on http://{addr}/metrics");
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(err) = crate::startup::serve_metrics(metrics, state).await {
+                tracing::error!(error = format!("{err:#}"), "metrics listener stopped");
+            }
+        });
     }
     let scheme = if cert.is_some() { "https" } else { "http" };
     tracing::info!(

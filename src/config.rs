@@ -96,6 +96,20 @@ pub struct Settings {
     /// Requests the server makes: the allow-list of otherwise refused
     /// addresses, and the timeout.
     pub outbound: crate::security::outbound::OutboundSettings,
+    /// Prometheus metrics.
+    pub metrics: MetricsSettings,
+}
+
+/// Where Prometheus metrics are served besides `GET /metrics` on the main
+/// listener (which needs an admin of the operator organization).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Plain-HTTP address whose only route is `GET /metrics`, without
+    /// authentication, for a Prometheus server on an internal network.
+    /// Unset (the default): none. Never publish it. Also
+    /// `KRALIKI_METRICS__LISTEN`.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Connection and request time limits.
@@ -301,6 +315,7 @@ impl Default for Settings {
             alert_webhook_url: String::new(),
             alerts: Default::default(),
             outbound: Default::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }
@@ -540,6 +555,16 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
     }
     s.outbound.validate().map_err(ConfigError)?;
     s.tls.validate()?;
+    if let Some(metrics) = s.metrics.listen {
+        let taken =
+            metrics.port() != 0 && (metrics == s.listen || s.tls.redirect_listen == Some(metrics));
+        if taken {
+            return Err(ConfigError(format!(
+                "metrics.listen (KRALIKI_METRICS__LISTEN) {metrics} is already the address of \
+                 another listener: give the metrics their own port"
+            )));
+        }
+    }
     s.alerts.validate().map_err(ConfigError)?;
     crate::security::alerts::validate_url(&s.alert_webhook_url, s.is_production())
         .map_err(ConfigError)?;
@@ -623,6 +648,31 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_metrics_listener_needs_its_own_address() {
+        let s = load(None, &env(&[]), &FlagOverrides::default()).unwrap();
+        assert_eq!(s.metrics.listen, None);
+        let e = env(&[("KRALIKI_METRICS__LISTEN", "10.42.0.5:9090")]);
+        let s = load(None, &e, &FlagOverrides::default()).unwrap();
+        assert_eq!(s.metrics.listen, Some("10.42.0.5:9090".parse().unwrap()));
+        let e = env(&[
+            ("KRALIKI_LISTEN", "127.0.0.1:4000"),
+            ("KRALIKI_METRICS__LISTEN", "127.0.0.1:4000"),
+        ]);
+        let err = load(None, &e, &FlagOverrides::default()).unwrap_err();
+        assert!(
+            err.0
+                .starts_with("metrics.listen (KRALIKI_METRICS__LISTEN)"),
+            "{err}"
+        );
+        // Port 0 (any free port) never collides.
+        let e = env(&[
+            ("KRALIKI_LISTEN", "127.0.0.1:0"),
+            ("KRALIKI_METRICS__LISTEN", "127.0.0.1:0"),
+        ]);
+        assert!(load(None, &e, &FlagOverrides::default()).is_ok());
     }
 
     #[test]

@@ -123,6 +123,7 @@ pub async fn build_state_with_clock(
         None => Limiter::in_process(settings.rate_limit.clone(), clock.clone()),
     }
     .map_err(|e| anyhow::anyhow!("rate limiter: {e}"))?;
+    let metrics = security.metrics().clone();
     Ok(AppState::new(Inner {
         settings,
         secrets,
@@ -138,6 +139,7 @@ pub async fn build_state_with_clock(
         blocklist,
         outbound,
         shutdown: Shutdown::new(),
+        metrics,
     }))
 }
 
@@ -171,6 +173,22 @@ pub async fn serve_until(
         Some(state),
         header_read_timeout,
         shutdown,
+    )
+    .await
+}
+
+/// Serve the `metrics.listen` listener (`GET /metrics` only) until SIGINT
+/// or SIGTERM.
+pub async fn serve_metrics(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
+    let header_read_timeout = Duration::from_secs(state.settings.http.header_read_timeout_secs);
+    let app = crate::http::metrics::internal_router(state);
+    serve_router(
+        listener,
+        app,
+        None,
+        None,
+        header_read_timeout,
+        shutdown_signal(),
     )
     .await
 }

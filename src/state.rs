@@ -9,6 +9,7 @@ use crate::config::Settings;
 use crate::http::request::RequestMeta;
 use crate::keys::KeyStore;
 use crate::mail::Mailer;
+use crate::metrics::Metrics;
 use crate::secrets::Secrets;
 use crate::security::blocklist::Blocklist;
 use crate::security::events::SecurityLog;
@@ -55,6 +56,8 @@ pub struct Inner {
     pub outbound: OutboundClient,
     /// Tells WebSockets and event streams that the server is stopping.
     pub shutdown: Shutdown,
+    /// Request and security-event counts for `GET /metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {

@@ -9,6 +9,7 @@ pub mod headers;
 pub mod ids;
 pub mod json;
 pub mod limits;
+pub mod metrics;
 pub mod openapi;
 pub mod organization;
 pub mod principal;
@@ -74,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(system::index))
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))
+        .route("/metrics", get(metrics::metrics))
         .route("/.well-known/jwks.json", get(system::jwks))
         .route("/assets/{file}", get(assets::asset))
         .route("/favicon.ico", get(assets::favicon))

@@ -3,13 +3,14 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{assets, audit, auth, calls, organization, security, system, users, ws};
+use crate::http::{assets, audit, auth, calls, metrics, organization, security, system, users, ws};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Voice by Kraliki API", description = "Self-hosted call-center backend."),
     paths(
         system::health, system::ready, system::jwks, system::openapi, system::index,
+        metrics::metrics,
         assets::asset, assets::favicon,
         auth::register, auth::login, auth::create_session, auth::refresh, auth::logout,
         auth::logout_all, auth::me, auth::forgot_password, auth::reset_password,

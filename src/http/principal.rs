@@ -60,6 +60,14 @@ impl Principal {
         if permissions::allows(self.role, permission) {
             return Ok(());
         }
+        Err(self
+            .deny(state, permission, "Your role does not allow this action.")
+            .await)
+    }
+
+    /// Record an `ACCESS_DENIED` event and an audit entry for `permission`,
+    /// and return the 403 saying `detail`.
+    pub async fn deny(&self, state: &AppState, permission: Permission, detail: &str) -> ApiError {
         state
             .security
             .record(
@@ -80,10 +88,7 @@ impl Principal {
         if let Err(err) = state.audit(&self.meta, entry).await {
             tracing::error!(error = %err, "could not append to the audit log");
         }
-        Err(ApiError::Forbidden(
-            "forbidden",
-            "Your role does not allow this action.".into(),
-        ))
+        ApiError::Forbidden("forbidden", detail.into())
     }
 }
 

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
@@ -102,9 +102,15 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
-/// Middleware: attach [`RequestMeta`], run the request in a span, and echo
-/// the request id on the response.
+/// Middleware: attach [`RequestMeta`], run the request in a span, echo
+/// the request id on the response, and count the request in the metrics.
 pub async fn context(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| crate::metrics::UNMATCHED.to_string());
     let request_id = req
         .headers()
         .get(&REQUEST_ID)
@@ -147,12 +153,16 @@ pub async fn context(State(state): State<AppState>, mut req: Request, next: Next
         ip = %meta.ip,
         request_id = %request_id,
     );
+    let method = meta.method.clone();
     req.extensions_mut().insert(meta);
 
     let mut res = next.run(req).instrument(span).await;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(REQUEST_ID.clone(), v);
     }
+    state
+        .metrics
+        .http_request(&method, &route, res.status().as_u16(), started.elapsed());
     res
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::http::request::RequestMeta;
+use crate::metrics::Metrics;
 use crate::security::alerts::AlertSender;
 use crate::store::{self, events::StoredEvent, Db};
 
@@ -195,6 +196,7 @@ pub struct SecurityLog {
     sink: LogSink,
     live: tokio::sync::broadcast::Sender<StoredEvent>,
     alerts: Option<AlertSender>,
+    metrics: Arc<Metrics>,
 }
 
 impl SecurityLog {
@@ -206,7 +208,13 @@ impl SecurityLog {
             sink,
             live,
             alerts: None,
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// The metrics this log counts its events in (the server's metrics).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Also offer each recorded event to the alert webhook, which keeps
@@ -232,6 +240,8 @@ impl SecurityLog {
         let now = store::now_ms();
         let timestamp = rfc3339_ms(now);
         let line = event.to_log_line(&timestamp);
+        self.metrics
+            .security_event(event.event_type.as_str(), event.severity.as_str());
         if let Ok(mut sink) = self.sink.lock() {
             let _ = writeln!(sink, "{line}");
             let _ = sink.flush();

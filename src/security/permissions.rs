@@ -19,6 +19,9 @@ pub enum Permission {
     ViewSecurityEvents,
     /// Read the audit trail.
     ViewAudit,
+    /// Read the deployment's metrics (only admins of the operator
+    /// organization get past the second check in the handler).
+    ViewMetrics,
 }
 
 impl Permission {
@@ -32,6 +35,7 @@ impl Permission {
             Permission::ManageOrganization => "manage_organization",
             Permission::ViewSecurityEvents => "view_security_events",
             Permission::ViewAudit => "view_audit",
+            Permission::ViewMetrics => "view_metrics",
         }
     }
 }
@@ -58,5 +62,7 @@ mod tests {
         assert!(allows(Role::Supervisor, Permission::ViewAllCalls));
         assert!(!allows(Role::Supervisor, Permission::ManageUsers));
         assert!(allows(Role::Admin, Permission::ManageOrganization));
+        assert!(allows(Role::Admin, Permission::ViewMetrics));
+        assert!(!allows(Role::Supervisor, Permission::ViewMetrics));
     }
 }

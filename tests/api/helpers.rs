@@ -203,6 +203,21 @@ impl TestApp {
             .id
     }
 
+    /// Create an organization with a chosen id (the operator organization,
+    /// which settings name before it exists).
+    pub async fn create_org_with_id(&self, id: &str, name: &str) {
+        sqlx::query(
+            "INSERT INTO organizations (id, name, require_totp_privileged, is_demo, created_at) \
+             VALUES ($1, $2, 0, 0, $3)",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(store::now_ms())
+        .execute(&self.state.db.pool)
+        .await
+        .unwrap();
+    }
+
     /// Create a user with [`GOOD_PASSWORD`] in organization `org`.
     pub async fn create_user(&self, org: &str, role: Role) -> TestUser {
         let email = format!(

@@ -9,6 +9,7 @@ mod audit;
 mod cli;
 mod headers;
 mod ids;
+mod metrics;
 mod outbound;
 mod passwords;
 mod production;

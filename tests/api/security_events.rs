@@ -279,16 +279,7 @@ async fn operator_admins_see_the_whole_deployment() {
     let operator = uuid::Uuid::new_v4().to_string();
     let configured = operator.clone();
     let app = spawn_app_with(move |s| s.operator_organization = configured).await;
-    sqlx::query(
-        "INSERT INTO organizations (id, name, require_totp_privileged, is_demo, created_at) \
-         VALUES ($1, $2, 0, 0, $3)",
-    )
-    .bind(&operator)
-    .bind("Operator")
-    .bind(store::now_ms())
-    .execute(&app.state.db.pool)
-    .await
-    .unwrap();
+    app.create_org_with_id(&operator, "Operator").await;
     let op_admin = app.create_user(&operator, Role::Admin).await;
     let op_token = app.token(&op_admin).await;
     let customer = app.org_with(Role::Admin).await;
@@ -511,16 +502,7 @@ async fn the_operator_stream_carries_every_high_event() {
     let operator = uuid::Uuid::new_v4().to_string();
     let configured = operator.clone();
     let app = spawn_app_with(move |s| s.operator_organization = configured).await;
-    sqlx::query(
-        "INSERT INTO organizations (id, name, require_totp_privileged, is_demo, created_at) \
-         VALUES ($1, $2, 0, 0, $3)",
-    )
-    .bind(&operator)
-    .bind("Operator")
-    .bind(store::now_ms())
-    .execute(&app.state.db.pool)
-    .await
-    .unwrap();
+    app.create_org_with_id(&operator, "Operator").await;
     let op_admin = app.create_user(&operator, Role::Admin).await;
     let customer_agent = app.org_with(Role::Agent).await;
     let mut stream = SseReader::open(&app, &app.token(&op_admin).await).await;
