@@ -84,6 +84,9 @@ pub async fn build_state_with_clock(
 
     let keys = KeyStore::new(LiveKeys::from_secrets(&secrets)?);
     let hasher = PasswordHasher::new(settings.auth.hash_concurrency);
+    // Before the first request: an unknown e-mail address must not be
+    // slower to refuse than a wrong password, the first one included.
+    hasher.warm_up().await;
     let mailer = Mailer::from_settings(&settings, &secrets)?;
     let trusted_proxies = settings
         .trusted_proxies

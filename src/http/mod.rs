@@ -71,7 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(ws::connect))
         .route("/openapi.json", get(system::openapi));
 
-    Router::new()
+    let routes = Router::new()
         .route("/", get(system::index))
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))
@@ -79,7 +79,17 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/jwks.json", get(system::jwks))
         .route("/assets/{file}", get(assets::asset))
         .route("/favicon.ico", get(assets::favicon))
-        .nest("/api", api)
+        .nest("/api", api);
+    with_layers(routes, state)
+}
+
+/// `routes` behind the server's whole middleware stack (security headers,
+/// request context, problem documents, timeout, intrusion detection, rate
+/// limits, header and body limits, panic catcher), with the problem+json
+/// 404 as fallback. Public so tests can put routes of their own (one that
+/// panics, say) behind exactly the same stack.
+pub fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(problem::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(problem::panic_response))

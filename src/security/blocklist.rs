@@ -1,12 +1,16 @@
 //! Addresses blocked after repeated intrusion-detection hits: a sliding
 //! window of hit times per address, and a block until a deadline.
 //!
+//! Addresses are counted as the rate limiter counts them: IPv4 (and
+//! IPv4-mapped IPv6) one by one, other IPv6 addresses by their /64, so a
+//! client cannot escape a block by moving within its own network.
+//!
 //! Not yet: the hits and blocks live in this process only; with several
 //! instances each keeps its own (the rate limits, by contrast, are shared
 //! through Redis).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 
 /// Most addresses tracked at once; the oldest idle ones go first.
@@ -27,6 +31,21 @@ pub enum HitOutcome {
     /// This hit reached the threshold: the address is now blocked until
     /// the given time (unix ms).
     Blocked(u64),
+}
+
+/// The address a client is counted and blocked by.
+fn network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(Ipv6Addr::from(segments))
+            }
+        },
+    }
 }
 
 /// Hit counts and blocks per address.
@@ -53,13 +72,14 @@ impl Blocklist {
     pub fn blocked_until(&self, ip: IpAddr, now: u64) -> Option<u64> {
         let entries = self.entries.lock().expect("blocklist lock");
         entries
-            .get(&ip)
+            .get(&network(ip))
             .and_then(|e| e.blocked_until)
             .filter(|until| *until > now)
     }
 
     /// Count one hit from `ip`.
     pub fn hit(&self, ip: IpAddr, now: u64) -> HitOutcome {
+        let ip = network(ip);
         let mut entries = self.entries.lock().expect("blocklist lock");
         if entries.len() >= MAX_TRACKED && !entries.contains_key(&ip) {
             prune(&mut entries, now, self.window_ms);
@@ -110,6 +130,27 @@ mod tests {
         assert_eq!(b.blocked_until(ip, 100), Some(5020));
         assert_eq!(b.blocked_until("192.0.2.2".parse().unwrap(), 100), None);
         assert_eq!(b.blocked_until(ip, 5020), None);
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_and_blocked_by_their_64() {
+        let b = Blocklist::new(2, 1000, 5000);
+        let first: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let second: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        assert_eq!(b.hit(first, 0), HitOutcome::Counted(1));
+        assert_eq!(b.hit(second, 10), HitOutcome::Blocked(5010));
+        let elsewhere: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(
+            b.blocked_until("2001:db8:1:2::9".parse().unwrap(), 20),
+            Some(5010)
+        );
+        assert_eq!(b.blocked_until(elsewhere, 20), None);
+        // IPv4-mapped addresses are their IPv4 address.
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        b.hit(v4, 0);
+        assert_eq!(b.hit(mapped, 1), HitOutcome::Blocked(5001));
+        assert_eq!(b.blocked_until(v4, 2), Some(5001));
     }
 
     #[test]

@@ -397,6 +397,12 @@ impl PasswordHasher {
         drop(outcome);
     }
 
+    /// Whether the dummy hash has been computed (by [`warm_up`](Self::warm_up)
+    /// or a first unknown address).
+    pub fn is_warm(&self) -> bool {
+        self.dummy_hash.get().is_some()
+    }
+
     /// Runs `work` on the blocking pool once a permit is free. The permit moves
     /// into the blocking task, so it stays taken until the work is done even
     /// if the caller's future is dropped (a client hanging up mid-login).

@@ -433,3 +433,101 @@ async fn assets_are_the_known_files_with_their_types() {
         "#/components/schemas/Problem"
     );
 }
+
+/// Parse the status and headers of a raw HTTP/1.1 response head.
+fn parse_head(raw: &str) -> (u16, HeaderMap) {
+    let mut lines = raw.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {raw:?}"));
+    let mut headers = HeaderMap::new();
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':').expect("a header line");
+        headers.append(
+            reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+            value.trim().parse().unwrap(),
+        );
+    }
+    (status, headers)
+}
+
+#[tokio::test]
+async fn a_request_timeout_answer_carries_the_security_headers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|s| s.http.request_timeout_secs = 1).await;
+    let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    // The body never arrives in full: the timeout layer answers 408.
+    conn.write_all(
+        b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"email\":",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server answered within the timeout");
+    let (status, headers) = parse_head(&String::from_utf8_lossy(&answer));
+    check(&api("408 request timeout", 408), status, &headers);
+}
+
+#[tokio::test]
+async fn a_caught_panic_is_an_opaque_500_with_the_security_headers() {
+    let app = spawn_app().await;
+    // A route that panics, behind exactly the server's middleware stack.
+    let routes = axum::Router::new().route(
+        "/api/boom",
+        axum::routing::get(|| async {
+            if std::hint::black_box(true) {
+                panic!("a handler bug");
+            }
+            "unreachable"
+        }),
+    );
+    let router = kraliki::http::with_layers(routes, app.state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+
+    let res = app
+        .client
+        .get(format!("http://{addr}/api/boom"))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    check(&api("500 caught panic", 500), status, &headers);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    let body = res.text().await.unwrap();
+    assert!(!body.contains("a handler bug"), "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], 500);
+
+    // The server goes on serving.
+    let res = app
+        .client
+        .get(format!("http://{addr}/api/boom-not"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+}

@@ -689,3 +689,13 @@ async fn one_mailbox_gets_at_most_three_reset_mails_an_hour() {
         .count();
     assert_eq!(mails, 3);
 }
+
+#[tokio::test]
+async fn the_dummy_hash_for_unknown_addresses_is_ready_before_the_first_request() {
+    // Otherwise the first sign-in with an unknown address would also pay
+    // for computing it, and be told apart from a wrong password by time.
+    let app = spawn_app().await;
+    assert!(app.state.hasher.is_warm());
+    let res = app.login_raw(&unknown_email(), "wrong-password-123").await;
+    assert_eq!(res.status(), 401);
+}
