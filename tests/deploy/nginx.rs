@@ -1,10 +1,11 @@
 //! The repository's nginx configuration, rendered for loopback and run for
 //! real: in front of two `kraliki serve` processes (headers, redirect,
 //! client address, body limit, load spreading), and in front of a small
-//! upstream written here for what the application cannot show yet
-//! (WebSocket upgrades: it has no WebSocket route) or cannot show at all
-//! (the headers nginx forwards as they arrive, unbuffered event streams,
-//! nginx's own error answers).
+//! upstream written here for what the application cannot show yet (the
+//! media stream route) or cannot show at all (the headers nginx forwards as
+//! they arrive, unbuffered event streams, nginx's own error answers). The
+//! application's own WebSocket (`/api/ws`, ticket from `/api/ws/ticket`) is
+//! also run through nginx for real.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -289,6 +290,136 @@ async fn nginx_in_front_of_two_kraliki_instances() {
         "nginx in front of two instances: {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Read one unmasked server frame of any length: (opcode, payload).
+async fn server_frame_any(io: &mut reqwest::Upgraded) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    io.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut ext = [0u8; 2];
+            io.read_exact(&mut ext).await.unwrap();
+            u16::from_be_bytes(ext) as usize
+        }
+        127 => panic!("no server frame here is that large"),
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    io.read_exact(&mut payload).await.unwrap();
+    (head[0] & 0x0f, payload)
+}
+
+/// The next text frame, skipping the server's pings.
+async fn server_text(io: &mut reqwest::Upgraded) -> serde_json::Value {
+    loop {
+        let (opcode, payload) = tokio::time::timeout(Duration::from_secs(5), server_frame_any(io))
+            .await
+            .expect("a frame within 5 s");
+        match opcode {
+            0x1 => return serde_json::from_slice(&payload).expect("text frames are JSON"),
+            0x9 | 0xA => continue,
+            other => panic!("unexpected opcode {other:#x}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_applications_websocket_works_through_nginx() {
+    let app = Kraliki::start_with(
+        &[("KRALIKI_TRUSTED_PROXIES", "127.0.0.1/32")],
+        &["--listen", "127.0.0.1:0", "--demo"],
+    )
+    .await;
+    let demo = app.stderr();
+    let (email, password) = demo
+        .lines()
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("agent")).then(|| {
+                (
+                    words.next().unwrap().to_string(),
+                    words.next().unwrap().to_string(),
+                )
+            })
+        })
+        .unwrap_or_else(|| panic!("no demo agent in:\n{demo}"));
+    let site = Site::render(&format!("server {};", app.addr));
+    let _nginx = site.start().await;
+    let client = site.https_client();
+
+    let res = client
+        .post(site.url("/api/auth/login"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let token = res.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = client
+        .post(site.url("/api/ws/ticket"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "a ticket through nginx");
+    let ticket = res.json::<serde_json::Value>().await.unwrap()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The real handshake through nginx: 101, the application's hello, a
+    // ping answered by a pong, and a clean close.
+    let key = base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes());
+    let res = client
+        .get(site.url(&format!("/api/ws?ticket={ticket}")))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        101,
+        "Switching Protocols from the application"
+    );
+    assert_eq!(
+        res.headers()["sec-websocket-accept"],
+        websocket_accept(&key).as_str()
+    );
+    let mut io = res.upgrade().await.unwrap();
+    let hello = server_text(&mut io).await;
+    assert_eq!(hello["type"], "hello", "{hello}");
+    io.write_all(&client_frame(0x1, br#"{"type":"ping"}"#))
+        .await
+        .unwrap();
+    let pong = server_text(&mut io).await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    io.write_all(&client_frame(0x8, &1000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    let (opcode, _) = tokio::time::timeout(Duration::from_secs(5), server_frame_any(&mut io))
+        .await
+        .expect("the close is answered");
+    assert_eq!(opcode, 0x8);
+
+    // The ticket was single-use: a second upgrade with it is refused.
+    let res = client
+        .get(site.url(&format!("/api/ws?ticket={ticket}")))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
 }
 
 /// What the test upstream received.
