@@ -107,11 +107,17 @@ pub async fn build_state_with_clock(
         security = security.with_alerts(alerts);
     }
     let ids = &settings.ids;
-    let blocklist = Blocklist::new(
+    let mut blocklist = Blocklist::new(
         ids.block_threshold as usize,
         ids.block_window_secs * 1000,
         ids.block_secs * 1000,
     );
+    if let Some(url) = &secrets.redis_url {
+        let prefix = format!("{}ids:", settings.redis_key_prefix);
+        blocklist = blocklist
+            .with_redis(url.expose_secret(), &prefix)
+            .map_err(|e| anyhow::anyhow!("intrusion detection: {e}"))?;
+    }
     let limiter = match &secrets.redis_url {
         Some(url) => {
             let prefix = format!("{}rl:", settings.redis_key_prefix);

@@ -45,7 +45,7 @@ pub async fn inspect(State(state): State<AppState>, req: Request, next: Next) ->
     };
     let now = state.clock.now_ms();
     if mode == IdsMode::Enforce {
-        if let Some(until) = state.blocklist.blocked_until(meta.ip, now) {
+        if let Some(until) = state.blocklist.blocked_until(meta.ip, now).await {
             return blocked_response((until - now).div_ceil(1000));
         }
     }
@@ -103,7 +103,7 @@ pub async fn inspect(State(state): State<AppState>, req: Request, next: Next) ->
                 .await;
         }
         if mode == IdsMode::Enforce {
-            if let HitOutcome::Blocked(until) = state.blocklist.hit(meta.ip, now) {
+            if let HitOutcome::Blocked(until) = state.blocklist.hit(meta.ip, now).await {
                 let secs = (until - now).div_ceil(1000);
                 state
                     .security

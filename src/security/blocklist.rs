@@ -5,13 +5,22 @@
 //! IPv4-mapped IPv6) one by one, other IPv6 addresses by their /64, so a
 //! client cannot escape a block by moving within its own network.
 //!
-//! Not yet: the hits and blocks live in this process only; with several
-//! instances each keeps its own (the rate limits, by contrast, are shared
-//! through Redis).
+//! With Redis configured, hits and blocks live there, shared by every
+//! instance: ten hits spread over two instances block the address on both
+//! (atomic Lua, like the rate limits). When Redis fails the blocklist falls
+//! back to this process's table, as the rate limiter does, trying Redis
+//! again at most once a second; blocks made meanwhile stay in force
+//! locally. The `DEGRADED` event for the outage comes from the rate
+//! limiter, which uses the same Redis on every request.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use redis::aio::ConnectionManager;
+
+use crate::security::ratelimit::{self, RateLimitError, REDIS_RETRY_MS, REDIS_TIMEOUT};
 
 /// Most addresses tracked at once; the oldest idle ones go first.
 const MAX_TRACKED: usize = 100_000;
@@ -54,6 +63,123 @@ pub struct Blocklist {
     window_ms: u64,
     block_ms: u64,
     entries: Mutex<HashMap<IpAddr, Entry>>,
+    shared: Option<Shared>,
+}
+
+/// Counts one hit atomically. KEYS: the hit times (a sorted set) and the
+/// block (its end, unix ms). ARGV: now, window, threshold, block length
+/// (all ms) and a unique member for this hit. Returns `{1, until}` when
+/// this hit blocks the address, else `{0, hits in the window}`. Times come
+/// from the caller's clock; the expiries only clean up.
+const HIT_SCRIPT: &str = r#"
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local threshold = tonumber(ARGV[3])
+local block = tonumber(ARGV[4])
+local blocked_until = tonumber(redis.call('GET', KEYS[2]) or '0')
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZADD', KEYS[1], now, ARGV[5])
+redis.call('PEXPIRE', KEYS[1], window)
+local hits = redis.call('ZCARD', KEYS[1])
+if hits >= threshold and blocked_until <= now then
+  local u = now + block
+  redis.call('SET', KEYS[2], u, 'PX', block)
+  redis.call('DEL', KEYS[1])
+  return {1, u}
+end
+return {0, hits}
+"#;
+
+/// The Redis side: keys `<prefix><address>:h` and `:b`.
+struct Shared {
+    manager: ConnectionManager,
+    script: redis::Script,
+    prefix: String,
+    degraded: AtomicBool,
+    next_probe_ms: AtomicU64,
+}
+
+impl Shared {
+    fn keys(&self, ip: IpAddr) -> (String, String) {
+        let base = format!("{}{}", self.prefix, ratelimit::ip_key(ip));
+        (format!("{base}:h"), format!("{base}:b"))
+    }
+
+    /// Whether to ask Redis now: always while it answers; during an outage
+    /// only the one call that claims the next retry slot.
+    fn due(&self, now: u64) -> bool {
+        if !self.degraded.load(Ordering::Acquire) {
+            return true;
+        }
+        let due = self.next_probe_ms.load(Ordering::Acquire);
+        now >= due
+            && self
+                .next_probe_ms
+                .compare_exchange(
+                    due,
+                    now.saturating_add(REDIS_RETRY_MS),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    fn answered(&self) {
+        if self.degraded.swap(false, Ordering::AcqRel) {
+            tracing::info!("Redis answers again; address blocks are shared again");
+        }
+    }
+
+    fn failed(&self, now: u64, error: &str) {
+        self.next_probe_ms
+            .store(now.saturating_add(REDIS_RETRY_MS), Ordering::Release);
+        if !self.degraded.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                error,
+                "Redis failed; address blocks fall back to this instance alone"
+            );
+        }
+    }
+
+    async fn blocked_until(&self, ip: IpAddr) -> redis::RedisResult<Option<u64>> {
+        let (_, block) = self.keys(ip);
+        let mut conn = self.manager.clone();
+        redis::cmd("GET").arg(block).query_async(&mut conn).await
+    }
+
+    async fn hit(&self, ip: IpAddr, now: u64, b: &Blocklist) -> redis::RedisResult<HitOutcome> {
+        let (hits, block) = self.keys(ip);
+        let mut conn = self.manager.clone();
+        let (blocked, value): (i64, i64) = self
+            .script
+            .key(hits)
+            .key(block)
+            .arg(now)
+            .arg(b.window_ms)
+            .arg(b.threshold)
+            .arg(b.block_ms)
+            .arg(uuid::Uuid::new_v4().simple().to_string())
+            .invoke_async(&mut conn)
+            .await?;
+        let value = u64::try_from(value).unwrap_or(0);
+        Ok(if blocked == 1 {
+            HitOutcome::Blocked(value)
+        } else {
+            HitOutcome::Counted(value as usize)
+        })
+    }
+}
+
+/// A Redis call bounded by [`REDIS_TIMEOUT`], its error as text (never
+/// the URL).
+async fn bounded<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", REDIS_TIMEOUT.as_millis())),
+    }
 }
 
 impl Blocklist {
@@ -65,11 +191,57 @@ impl Blocklist {
             window_ms,
             block_ms,
             entries: Mutex::new(HashMap::new()),
+            shared: None,
         }
     }
 
-    /// Until when `ip` is blocked, if it is.
-    pub fn blocked_until(&self, ip: IpAddr, now: u64) -> Option<u64> {
+    /// Keep hits and blocks in Redis at `url`, under `prefix` (e.g.
+    /// `kraliki:ids:`), shared by every instance. Does not connect yet.
+    pub fn with_redis(mut self, url: &str, prefix: &str) -> Result<Self, RateLimitError> {
+        self.shared = Some(Shared {
+            manager: ratelimit::redis_manager(url)?,
+            script: redis::Script::new(HIT_SCRIPT),
+            prefix: prefix.to_string(),
+            degraded: AtomicBool::new(false),
+            next_probe_ms: AtomicU64::new(0),
+        });
+        Ok(self)
+    }
+
+    /// Until when `ip` is blocked, if it is: by this instance (during a
+    /// Redis outage) or, with Redis, by any instance.
+    pub async fn blocked_until(&self, ip: IpAddr, now: u64) -> Option<u64> {
+        if let Some(until) = self.blocked_locally(ip, now) {
+            return Some(until);
+        }
+        let shared = self.shared.as_ref().filter(|s| s.due(now))?;
+        match bounded(shared.blocked_until(ip)).await {
+            Ok(until) => {
+                shared.answered();
+                until.filter(|u| *u > now)
+            }
+            Err(e) => {
+                shared.failed(now, &e);
+                None
+            }
+        }
+    }
+
+    /// Count one hit from `ip`: in Redis when it answers, else here.
+    pub async fn hit(&self, ip: IpAddr, now: u64) -> HitOutcome {
+        if let Some(shared) = self.shared.as_ref().filter(|s| s.due(now)) {
+            match bounded(shared.hit(ip, now, self)).await {
+                Ok(outcome) => {
+                    shared.answered();
+                    return outcome;
+                }
+                Err(e) => shared.failed(now, &e),
+            }
+        }
+        self.hit_locally(ip, now)
+    }
+
+    fn blocked_locally(&self, ip: IpAddr, now: u64) -> Option<u64> {
         let entries = self.entries.lock().expect("blocklist lock");
         entries
             .get(&network(ip))
@@ -77,8 +249,7 @@ impl Blocklist {
             .filter(|until| *until > now)
     }
 
-    /// Count one hit from `ip`.
-    pub fn hit(&self, ip: IpAddr, now: u64) -> HitOutcome {
+    fn hit_locally(&self, ip: IpAddr, now: u64) -> HitOutcome {
         let ip = network(ip);
         let mut entries = self.entries.lock().expect("blocklist lock");
         if entries.len() >= MAX_TRACKED && !entries.contains_key(&ip) {
@@ -120,45 +291,101 @@ fn prune(entries: &mut HashMap<IpAddr, Entry>, now: u64, window_ms: u64) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn blocks_after_threshold_within_window_and_unblocks_after() {
+    #[tokio::test]
+    async fn blocks_after_threshold_within_window_and_unblocks_after() {
         let b = Blocklist::new(3, 1000, 5000);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        assert_eq!(b.hit(ip, 0), HitOutcome::Counted(1));
-        assert_eq!(b.hit(ip, 10), HitOutcome::Counted(2));
-        assert_eq!(b.hit(ip, 20), HitOutcome::Blocked(5020));
-        assert_eq!(b.blocked_until(ip, 100), Some(5020));
-        assert_eq!(b.blocked_until("192.0.2.2".parse().unwrap(), 100), None);
-        assert_eq!(b.blocked_until(ip, 5020), None);
+        assert_eq!(b.hit(ip, 0).await, HitOutcome::Counted(1));
+        assert_eq!(b.hit(ip, 10).await, HitOutcome::Counted(2));
+        assert_eq!(b.hit(ip, 20).await, HitOutcome::Blocked(5020));
+        assert_eq!(b.blocked_until(ip, 100).await, Some(5020));
+        assert_eq!(
+            b.blocked_until("192.0.2.2".parse().unwrap(), 100).await,
+            None
+        );
+        assert_eq!(b.blocked_until(ip, 5020).await, None);
     }
 
-    #[test]
-    fn ipv6_clients_are_counted_and_blocked_by_their_64() {
+    #[tokio::test]
+    async fn ipv6_clients_are_counted_and_blocked_by_their_64() {
         let b = Blocklist::new(2, 1000, 5000);
         let first: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let second: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
-        assert_eq!(b.hit(first, 0), HitOutcome::Counted(1));
-        assert_eq!(b.hit(second, 10), HitOutcome::Blocked(5010));
+        assert_eq!(b.hit(first, 0).await, HitOutcome::Counted(1));
+        assert_eq!(b.hit(second, 10).await, HitOutcome::Blocked(5010));
         let elsewhere: IpAddr = "2001:db8:1:3::1".parse().unwrap();
         assert_eq!(
-            b.blocked_until("2001:db8:1:2::9".parse().unwrap(), 20),
+            b.blocked_until("2001:db8:1:2::9".parse().unwrap(), 20)
+                .await,
             Some(5010)
         );
-        assert_eq!(b.blocked_until(elsewhere, 20), None);
+        assert_eq!(b.blocked_until(elsewhere, 20).await, None);
         // IPv4-mapped addresses are their IPv4 address.
         let v4: IpAddr = "192.0.2.7".parse().unwrap();
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        b.hit(v4, 0);
-        assert_eq!(b.hit(mapped, 1), HitOutcome::Blocked(5001));
-        assert_eq!(b.blocked_until(v4, 2), Some(5001));
+        b.hit(v4, 0).await;
+        assert_eq!(b.hit(mapped, 1).await, HitOutcome::Blocked(5001));
+        assert_eq!(b.blocked_until(v4, 2).await, Some(5001));
     }
 
-    #[test]
-    fn old_hits_leave_the_window() {
+    const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+    fn shared(prefix: &str) -> Blocklist {
+        Blocklist::new(3, 1000, 5000)
+            .with_redis(REDIS_URL, prefix)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn instances_sharing_redis_count_and_block_together() {
+        let prefix = format!("kraliki-test-{}:ids:", uuid::Uuid::new_v4().simple());
+        let (a, b) = (shared(&prefix), shared(&prefix));
+        let ip: IpAddr = "198.51.100.20".parse().unwrap();
+        let now = 1_800_000_000_000;
+        assert_eq!(a.hit(ip, now).await, HitOutcome::Counted(1));
+        assert_eq!(b.hit(ip, now + 1).await, HitOutcome::Counted(2));
+        assert_eq!(a.blocked_until(ip, now + 2).await, None);
+        // The third hit, on the other instance, blocks on both.
+        assert_eq!(b.hit(ip, now + 2).await, HitOutcome::Blocked(now + 5002));
+        assert_eq!(a.blocked_until(ip, now + 3).await, Some(now + 5002));
+        assert_eq!(b.blocked_until(ip, now + 3).await, Some(now + 5002));
+        // Another address, and the same one once the block is over, are
+        // not blocked; a different prefix shares nothing.
+        let other: IpAddr = "198.51.100.21".parse().unwrap();
+        assert_eq!(a.blocked_until(other, now + 3).await, None);
+        assert_eq!(a.blocked_until(ip, now + 5002).await, None);
+        let elsewhere = shared(&format!("{prefix}other:"));
+        assert_eq!(elsewhere.blocked_until(ip, now + 3).await, None);
+        // Hits older than the window are forgotten there too.
+        let ip: IpAddr = "198.51.100.22".parse().unwrap();
+        a.hit(ip, now).await;
+        a.hit(ip, now + 10).await;
+        assert_eq!(b.hit(ip, now + 1500).await, HitOutcome::Counted(1));
+    }
+
+    #[tokio::test]
+    async fn without_redis_the_instance_blocks_on_its_own() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let b = Blocklist::new(2, 1000, 5000)
+            .with_redis(&format!("redis://127.0.0.1:{port}"), "kraliki-test:ids:")
+            .unwrap();
+        let ip: IpAddr = "198.51.100.30".parse().unwrap();
+        assert_eq!(b.hit(ip, 0).await, HitOutcome::Counted(1));
+        // While Redis is down, only one call a second tries it: these
+        // answer from the local table at once.
+        assert_eq!(b.hit(ip, 10).await, HitOutcome::Blocked(5010));
+        assert_eq!(b.blocked_until(ip, 20).await, Some(5010));
+        assert!(b.shared.as_ref().unwrap().degraded.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn old_hits_leave_the_window() {
         let b = Blocklist::new(3, 1000, 5000);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        b.hit(ip, 0);
-        b.hit(ip, 10);
-        assert_eq!(b.hit(ip, 1500), HitOutcome::Counted(1));
+        b.hit(ip, 0).await;
+        b.hit(ip, 10).await;
+        assert_eq!(b.hit(ip, 1500).await, HitOutcome::Counted(1));
     }
 }

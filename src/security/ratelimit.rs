@@ -775,6 +775,18 @@ redis.call('PEXPIRE', KEYS[3], int(day))
 return {0, 0, block, violations, 1, block}
 "#;
 
+/// A lazily connecting Redis connection for `url`: one quick attempt per
+/// connection, bounded like every call, so a dead Redis costs one timeout
+/// per retry rather than a backoff series. Errors never repeat the URL.
+pub fn redis_manager(url: &str) -> Result<ConnectionManager, RateLimitError> {
+    let client = redis::Client::open(url).map_err(RateLimitError::RedisUrl)?;
+    let config = ConnectionManagerConfig::new()
+        .set_number_of_retries(0)
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT));
+    ConnectionManager::new_lazy_with_config(client, config).map_err(RateLimitError::RedisUrl)
+}
+
 /// The Redis backend: state shared by every instance using the same Redis
 /// and key prefix. Keys are `<prefix><rule>@<key>:c` (window), `:b`
 /// (block) and `:v` (violations); a rule name never contains `@`, so keys
@@ -808,19 +820,8 @@ impl RedisBackend {
             ));
         }
 
-        let client = redis::Client::open(url).map_err(RateLimitError::RedisUrl)?;
-        // One quick attempt per connection, bounded like every call, so a
-        // dead Redis costs one timeout per retry rather than a backoff
-        // series.
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT));
-        let manager = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(RateLimitError::RedisUrl)?;
-
         Ok(Self {
-            manager,
+            manager: redis_manager(url)?,
             script: redis::Script::new(RATE_LIMIT_SCRIPT),
             prefix: prefix.to_string(),
         })

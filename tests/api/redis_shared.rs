@@ -520,3 +520,70 @@ async fn ready_names_redis_when_it_cannot_be_reached() {
     let res = app.client.get(app.url("/health")).send().await.unwrap();
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_intrusion_blocks_through_redis() {
+    let redis = ThrowawayRedis::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    generate_key_dir(secrets.path()).await;
+    write_secret(secrets.path(), "redis_url", &redis.url());
+    let prefix = format!("kraliki-test-{}:", uuid::Uuid::new_v4().simple());
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = tokio::join!(
+        Instance::start("A", secrets.path(), data_a.path(), &prefix),
+        Instance::start("B", secrets.path(), data_b.path(), &prefix),
+    );
+    let http = reqwest::Client::new();
+    let attack = |on: &Instance, ip: &str| {
+        http.get(on.url("/api/calls?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E"))
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+
+    // Ten hits (the default threshold) spread over both instances: five on
+    // A, four on B, and the tenth on A blocks the address.
+    let ip = "203.0.113.40";
+    for (i, on) in [&a, &a, &a, &a, &a, &b, &b, &b, &b].into_iter().enumerate() {
+        let res = attack(on, ip).await.unwrap();
+        assert_eq!(
+            res.status(),
+            401,
+            "hit {} on {} is not blocked yet",
+            i + 1,
+            on.name
+        );
+    }
+    let res = attack(&a, ip).await.unwrap();
+    assert_eq!(res.status(), 403, "the tenth hit blocks");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "ip_blocked");
+    let blocked = a.wait_for_event("IP_BLOCKED").await;
+    assert_eq!(blocked["ip"], ip);
+    assert!(b.security_events("IP_BLOCKED").is_empty());
+
+    // B refuses that address too, for anything, and serves others.
+    let res = http
+        .get(b.url("/api/openapi.json"))
+        .header("x-forwarded-for", ip)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "the block holds on the other instance");
+    assert!(
+        res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    let res = http
+        .get(b.url("/api/openapi.json"))
+        .header("x-forwarded-for", "203.0.113.41")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(a.security_events("SUSPICIOUS_ACTIVITY").len(), 6);
+    assert_eq!(b.security_events("SUSPICIOUS_ACTIVITY").len(), 4);
+}
