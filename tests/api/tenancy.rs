@@ -446,6 +446,7 @@ const ROUTES: &[(&str, &str, bool, bool)] = &[
     ("/", "get", false, false),
     ("/health", "get", false, false),
     ("/ready", "get", true, false),
+    ("/metrics", "get", true, false),
     ("/.well-known/jwks.json", "get", false, false),
     ("/api/openapi.json", "get", false, false),
     ("/api/auth/register", "post", true, true),
