@@ -15,12 +15,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use redis::aio::ConnectionManager;
 
-use crate::security::ratelimit::{self, RateLimitError, REDIS_RETRY_MS, REDIS_TIMEOUT};
+use crate::security::ratelimit::{self, RateLimitError, RedisHealth, REDIS_TIMEOUT};
 
 /// Most addresses tracked at once; the oldest idle ones go first.
 const MAX_TRACKED: usize = 100_000;
@@ -95,8 +94,7 @@ struct Shared {
     manager: ConnectionManager,
     script: redis::Script,
     prefix: String,
-    degraded: AtomicBool,
-    next_probe_ms: AtomicU64,
+    health: RedisHealth,
 }
 
 impl Shared {
@@ -105,35 +103,14 @@ impl Shared {
         (format!("{base}:h"), format!("{base}:b"))
     }
 
-    /// Whether to ask Redis now: always while it answers; during an outage
-    /// only the one call that claims the next retry slot.
-    fn due(&self, now: u64) -> bool {
-        if !self.degraded.load(Ordering::Acquire) {
-            return true;
-        }
-        let due = self.next_probe_ms.load(Ordering::Acquire);
-        now >= due
-            && self
-                .next_probe_ms
-                .compare_exchange(
-                    due,
-                    now.saturating_add(REDIS_RETRY_MS),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
-    }
-
     fn answered(&self) {
-        if self.degraded.swap(false, Ordering::AcqRel) {
+        if self.health.answered() {
             tracing::info!("Redis answers again; address blocks are shared again");
         }
     }
 
     fn failed(&self, now: u64, error: &str) {
-        self.next_probe_ms
-            .store(now.saturating_add(REDIS_RETRY_MS), Ordering::Release);
-        if !self.degraded.swap(true, Ordering::AcqRel) {
+        if self.health.failed(now) {
             tracing::warn!(
                 error,
                 "Redis failed; address blocks fall back to this instance alone"
@@ -202,8 +179,7 @@ impl Blocklist {
             manager: ratelimit::redis_manager(url)?,
             script: redis::Script::new(HIT_SCRIPT),
             prefix: prefix.to_string(),
-            degraded: AtomicBool::new(false),
-            next_probe_ms: AtomicU64::new(0),
+            health: RedisHealth::default(),
         });
         Ok(self)
     }
@@ -214,7 +190,7 @@ impl Blocklist {
         if let Some(until) = self.blocked_locally(ip, now) {
             return Some(until);
         }
-        let shared = self.shared.as_ref().filter(|s| s.due(now))?;
+        let shared = self.shared.as_ref().filter(|s| s.health.due(now))?;
         match bounded(shared.blocked_until(ip)).await {
             Ok(until) => {
                 shared.answered();
@@ -229,7 +205,7 @@ impl Blocklist {
 
     /// Count one hit from `ip`: in Redis when it answers, else here.
     pub async fn hit(&self, ip: IpAddr, now: u64) -> HitOutcome {
-        if let Some(shared) = self.shared.as_ref().filter(|s| s.due(now)) {
+        if let Some(shared) = self.shared.as_ref().filter(|s| s.health.due(now)) {
             match bounded(shared.hit(ip, now, self)).await {
                 Ok(outcome) => {
                     shared.answered();
@@ -377,7 +353,7 @@ mod tests {
         // answer from the local table at once.
         assert_eq!(b.hit(ip, 10).await, HitOutcome::Blocked(5010));
         assert_eq!(b.blocked_until(ip, 20).await, Some(5010));
-        assert!(b.shared.as_ref().unwrap().degraded.load(Ordering::Acquire));
+        assert!(b.shared.as_ref().unwrap().health.is_degraded());
     }
 
     #[tokio::test]

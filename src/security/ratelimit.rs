@@ -896,6 +896,54 @@ pub enum RedisDown {
     TimedOut,
 }
 
+/// Whether a Redis connection is failing, and when to try it again: while
+/// it fails, one call per [`REDIS_RETRY_MS`] may try (the others go
+/// straight to their in-process fallback, so an outage costs no timeout on
+/// every request).
+#[derive(Debug, Default)]
+pub struct RedisHealth {
+    degraded: AtomicBool,
+    next_probe_ms: AtomicU64,
+}
+
+impl RedisHealth {
+    /// Whether the last call failed.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire)
+    }
+
+    /// Whether a call at `now` should use Redis: always while healthy;
+    /// while degraded, only the one call that claims the next retry slot.
+    pub fn due(&self, now: u64) -> bool {
+        if !self.is_degraded() {
+            return true;
+        }
+        let due = self.next_probe_ms.load(Ordering::Acquire);
+        now >= due
+            && self
+                .next_probe_ms
+                .compare_exchange(
+                    due,
+                    now.saturating_add(REDIS_RETRY_MS),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    /// Redis answered; true on the one call that ends an outage.
+    pub fn answered(&self) -> bool {
+        self.degraded.swap(false, Ordering::AcqRel)
+    }
+
+    /// Redis failed at `now`; true on the one call that starts an outage.
+    pub fn failed(&self, now: u64) -> bool {
+        self.next_probe_ms
+            .store(now.saturating_add(REDIS_RETRY_MS), Ordering::Release);
+        !self.degraded.swap(true, Ordering::AcqRel)
+    }
+}
+
 /// The result of [`Limiter::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Check {
@@ -915,8 +963,7 @@ pub struct Limiter {
     clock: Arc<dyn Clock>,
     local: InProcess,
     redis: Option<RedisBackend>,
-    degraded: AtomicBool,
-    next_probe_ms: AtomicU64,
+    health: RedisHealth,
 }
 
 impl fmt::Debug for Limiter {
@@ -943,8 +990,7 @@ impl Limiter {
             clock,
             local: InProcess::new(DEFAULT_MAX_ENTRIES),
             redis: None,
-            degraded: AtomicBool::new(false),
-            next_probe_ms: AtomicU64::new(0),
+            health: RedisHealth::default(),
         })
     }
 
@@ -982,7 +1028,7 @@ impl Limiter {
 
     /// Whether Redis is configured but failing, so limits are per instance.
     pub fn is_degraded(&self) -> bool {
-        self.degraded.load(Ordering::Acquire)
+        self.health.is_degraded()
     }
 
     /// Ask Redis whether it answers, within [`REDIS_TIMEOUT`], for readiness
@@ -1015,7 +1061,7 @@ impl Limiter {
             return check;
         }
 
-        let Some(redis) = self.redis.as_ref().filter(|_| self.redis_due(now)) else {
+        let Some(redis) = self.redis.as_ref().filter(|_| self.health.due(now)) else {
             check.decision = self.local.hit(rule, key, now);
             return check;
         };
@@ -1023,7 +1069,7 @@ impl Limiter {
         let failure = match tokio::time::timeout(REDIS_TIMEOUT, redis.hit(rule, key, now)).await {
             Ok(Ok(decision)) => {
                 check.decision = decision;
-                check.recovered_now = self.degraded.swap(false, Ordering::AcqRel);
+                check.recovered_now = self.health.answered();
                 if check.recovered_now {
                     tracing::info!("Redis answers again; rate limits are shared again");
                 }
@@ -1033,9 +1079,7 @@ impl Limiter {
             Err(_) => format!("no answer within {} ms", REDIS_TIMEOUT.as_millis()),
         };
 
-        self.next_probe_ms
-            .store(now.saturating_add(REDIS_RETRY_MS), Ordering::Release);
-        check.degraded_now = !self.degraded.swap(true, Ordering::AcqRel);
+        check.degraded_now = self.health.failed(now);
         if check.degraded_now {
             tracing::warn!(
                 error = %failure,
@@ -1046,25 +1090,6 @@ impl Limiter {
         }
         check.decision = self.local.hit(rule, key, now);
         check
-    }
-
-    /// Whether this call should use Redis: always while healthy; while
-    /// degraded, only the one call that claims the next retry slot.
-    fn redis_due(&self, now: u64) -> bool {
-        if !self.is_degraded() {
-            return true;
-        }
-        let due = self.next_probe_ms.load(Ordering::Acquire);
-        now >= due
-            && self
-                .next_probe_ms
-                .compare_exchange(
-                    due,
-                    now.saturating_add(REDIS_RETRY_MS),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
     }
 }
 
