@@ -455,30 +455,8 @@ fn parse_head(raw: &str) -> (u16, HeaderMap) {
 
 #[tokio::test]
 async fn a_request_timeout_answer_carries_the_security_headers() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app_with(|s| s.http.request_timeout_secs = 1).await;
-    let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    // The body never arrives in full: the timeout layer answers 408.
-    conn.write_all(
-        b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-          Content-Length: 100\r\n\r\n{\"email\":",
-    )
-    .await
-    .unwrap();
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        let mut buf = [0u8; 4096];
-        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = conn.read(&mut buf).await.unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            answer.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "the server answered within the timeout");
-    let (status, headers) = parse_head(&String::from_utf8_lossy(&answer));
+    let (status, headers) = parse_head(&slow_body_answer(&app).await);
     check(&api("408 request timeout", 408), status, &headers);
 }
 

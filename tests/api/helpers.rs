@@ -332,6 +332,34 @@ impl TestApp {
     }
 }
 
+/// Start a login whose body never arrives in full and return the server's
+/// answer head (as text) once it comes, within ten seconds. With a short
+/// `http.request_timeout_secs`, that is the timeout layer's 408.
+pub async fn slow_body_answer(app: &TestApp) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    conn.write_all(
+        b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"email\":",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server answered within the timeout");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Assert a problem+json response with `status`; returns the body.
 pub async fn assert_problem(res: reqwest::Response, status: u16) -> Value {
     assert_eq!(res.status(), status, "unexpected status");

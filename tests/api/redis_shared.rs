@@ -381,19 +381,37 @@ fn write_secret(dir: &Path, name: &str, value: &str) {
     std::io::Write::write_all(&mut file, value.as_bytes()).unwrap();
 }
 
+/// Two instances, A and B, sharing one secrets folder and `redis`, each
+/// with its own data folder, under a key prefix of their own.
+struct Pair {
+    a: Instance,
+    b: Instance,
+    _folders: [tempfile::TempDir; 3],
+}
+
+impl Pair {
+    async fn start(redis: &ThrowawayRedis) -> Pair {
+        let secrets = tempfile::tempdir().unwrap();
+        generate_key_dir(secrets.path()).await;
+        write_secret(secrets.path(), "redis_url", &redis.url());
+        let prefix = format!("kraliki-test-{}:", uuid::Uuid::new_v4().simple());
+        let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = tokio::join!(
+            Instance::start("A", secrets.path(), data_a.path(), &prefix),
+            Instance::start("B", secrets.path(), data_b.path(), &prefix),
+        );
+        Pair {
+            a,
+            b,
+            _folders: [secrets, data_a, data_b],
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_login_limits_through_redis_and_fall_back_without_it() {
     let mut redis = ThrowawayRedis::start().await;
-
-    let secrets = tempfile::tempdir().unwrap();
-    generate_key_dir(secrets.path()).await;
-    write_secret(secrets.path(), "redis_url", &redis.url());
-    let prefix = format!("kraliki-test-{}:", uuid::Uuid::new_v4().simple());
-    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = tokio::join!(
-        Instance::start("A", secrets.path(), data_a.path(), &prefix),
-        Instance::start("B", secrets.path(), data_b.path(), &prefix),
-    );
+    let Pair { a, b, _folders } = Pair::start(&redis).await;
     let mut client = Client::new();
     client.ready(&a).await;
     client.ready(&b).await;
@@ -524,15 +542,7 @@ async fn ready_names_redis_when_it_cannot_be_reached() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_intrusion_blocks_through_redis() {
     let redis = ThrowawayRedis::start().await;
-    let secrets = tempfile::tempdir().unwrap();
-    generate_key_dir(secrets.path()).await;
-    write_secret(secrets.path(), "redis_url", &redis.url());
-    let prefix = format!("kraliki-test-{}:", uuid::Uuid::new_v4().simple());
-    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = tokio::join!(
-        Instance::start("A", secrets.path(), data_a.path(), &prefix),
-        Instance::start("B", secrets.path(), data_b.path(), &prefix),
-    );
+    let Pair { a, b, _folders } = Pair::start(&redis).await;
     let http = reqwest::Client::new();
     let attack = |on: &Instance, ip: &str| {
         http.get(on.url("/api/calls?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E"))

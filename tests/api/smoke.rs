@@ -44,32 +44,8 @@ async fn unknown_routes_and_methods_are_problems_with_the_request_id() {
 
 #[tokio::test]
 async fn a_slow_body_upload_gets_408() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app_with(|s| s.http.request_timeout_secs = 1).await;
-    let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    conn.write_all(
-        b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-          Content-Length: 100\r\n\r\n{\"email\":",
-    )
-    .await
-    .unwrap();
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = conn.read(&mut buf).await.unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            answer.extend_from_slice(&buf[..n]);
-            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "the server answered within the timeout");
-    let text = String::from_utf8_lossy(&answer);
+    let text = slow_body_answer(&app).await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("application/problem+json"), "{text}");
 }

@@ -293,7 +293,7 @@ async fn nginx_in_front_of_two_kraliki_instances() {
 }
 
 /// Read one unmasked server frame of any length: (opcode, payload).
-async fn server_frame_any(io: &mut reqwest::Upgraded) -> (u8, Vec<u8>) {
+async fn server_frame(io: &mut reqwest::Upgraded) -> (u8, Vec<u8>) {
     let mut head = [0u8; 2];
     io.read_exact(&mut head).await.unwrap();
     assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
@@ -314,7 +314,7 @@ async fn server_frame_any(io: &mut reqwest::Upgraded) -> (u8, Vec<u8>) {
 /// The next text frame, skipping the server's pings.
 async fn server_text(io: &mut reqwest::Upgraded) -> serde_json::Value {
     loop {
-        let (opcode, payload) = tokio::time::timeout(Duration::from_secs(5), server_frame_any(io))
+        let (opcode, payload) = tokio::time::timeout(Duration::from_secs(5), server_frame(io))
             .await
             .expect("a frame within 5 s");
         match opcode {
@@ -404,7 +404,7 @@ async fn the_applications_websocket_works_through_nginx() {
     io.write_all(&client_frame(0x8, &1000u16.to_be_bytes()))
         .await
         .unwrap();
-    let (opcode, _) = tokio::time::timeout(Duration::from_secs(5), server_frame_any(&mut io))
+    let (opcode, _) = tokio::time::timeout(Duration::from_secs(5), server_frame(&mut io))
         .await
         .expect("the close is answered");
     assert_eq!(opcode, 0x8);
@@ -616,16 +616,6 @@ fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(&mask);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     frame
-}
-
-/// Read one unmasked server frame: (opcode, payload).
-async fn server_frame(io: &mut reqwest::Upgraded) -> (u8, Vec<u8>) {
-    let mut head = [0u8; 2];
-    io.read_exact(&mut head).await.unwrap();
-    assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
-    let mut payload = vec![0u8; (head[1] & 0x7f) as usize];
-    io.read_exact(&mut payload).await.unwrap();
-    (head[0] & 0x0f, payload)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
