@@ -13,7 +13,7 @@ use crate::audit::AuditEvent;
 use crate::auth::{self, Credentials};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::http::json::ApiJson;
-use crate::http::principal::{Auth, AuthEnrolling, Via, SESSION_COOKIE};
+use crate::http::principal::{Auth, AuthEnrolling, Principal, Via, SESSION_COOKIE};
 use crate::http::request::RequestMeta;
 use crate::http::users::UserOut;
 use crate::security::{seal, totp};
@@ -158,6 +158,34 @@ pub struct TotpCodeIn {
 pub struct RecoveryCodesOut {
     /// Each works once in place of a TOTP code.
     pub recovery_codes: Vec<String>,
+    /// Present when the confirmation lifted an enrolment restriction: the
+    /// session was replaced by a new one with full rights (a new session
+    /// id at every privilege change), and the old credentials no longer
+    /// work.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<RenewedSession>,
+}
+
+/// The credentials of the session that replaced a restricted one. Token
+/// sessions get a new access and refresh token; browser sessions a new
+/// CSRF token (and the new cookie in `Set-Cookie`).
+#[derive(Serialize, ToSchema)]
+pub struct RenewedSession {
+    /// New access token (token sessions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// `Bearer` (token sessions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    /// Access token lifetime in seconds (token sessions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+    /// New refresh token (token sessions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// New CSRF token (browser sessions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
 }
 
 /// `POST /api/auth/totp/disable` body.
@@ -601,16 +629,21 @@ pub async fn totp_enrol(
 }
 
 /// Confirm the enrolment with a first code; returns recovery codes once.
-/// Authenticated (also during required enrolment).
+/// A session restricted to enrolment (the organization requires a second
+/// factor) is replaced by a new one with full rights: its new credentials
+/// come back in `session` (and `Set-Cookie`), and the old ones stop
+/// working. Authenticated (also during required enrolment).
 #[utoipa::path(post, path = "/api/auth/totp/verify", tag = "auth", request_body = TotpCodeIn,
-    responses((status = 200, body = RecoveryCodesOut), (status = 400, body = Problem),
+    responses((status = 200, body = RecoveryCodesOut,
+            headers(("Set-Cookie" = String, description = "The new session cookie, when a restricted browser session was replaced"))),
+        (status = 400, body = Problem),
         (status = 401, body = Problem), (status = 409, body = Problem)),
     security(("bearer" = []), ("session_cookie" = [])))]
 pub async fn totp_verify(
     State(state): State<AppState>,
     AuthEnrolling(p): AuthEnrolling,
     ApiJson(body): ApiJson<TotpCodeIn>,
-) -> ApiResult<ApiJson<RecoveryCodesOut>> {
+) -> ApiResult<Response> {
     let enrolment = store::totp::get(&state.db, &p.org, &p.user_id)
         .await?
         .ok_or_else(|| ApiError::Conflict("Start with POST /api/auth/totp/enrol.".into()))?;
@@ -637,9 +670,6 @@ pub async fn totp_verify(
     let hashes: Vec<String> = codes.iter().map(|c| totp::hash_recovery_code(c)).collect();
     store::totp::confirm(&state.db, &p.org, &p.user_id, &hashes).await?;
     store::totp::use_step(&state.db, &p.org, &p.user_id, step as i64).await?;
-    if p.restricted {
-        store::sessions::unrestrict(&state.db, &p.org, &p.session_id).await?;
-    }
     let entry = AuditEvent::by_user(
         &p.user_id,
         &p.org.0,
@@ -648,9 +678,88 @@ pub async fn totp_verify(
         Some(&p.user_id),
     );
     state.audit(&p.meta, entry).await?;
-    Ok(ApiJson(RecoveryCodesOut {
+    let renewed = if p.restricted {
+        Some(renew_session(&state, &p).await?)
+    } else {
+        None
+    };
+    let (session, cookie) = match renewed {
+        Some((session, cookie)) => (Some(session), cookie),
+        None => (None, None),
+    };
+    let mut res = ApiJson(RecoveryCodesOut {
         recovery_codes: codes,
-    }))
+        session,
+    })
+    .into_response();
+    if let Some(cookie) = cookie {
+        res.headers_mut().insert(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&cookie).map_err(|e| ApiError::Internal(e.into()))?,
+        );
+    }
+    Ok(res)
+}
+
+/// Replace the restricted session of `p` by an unrestricted one of the same
+/// kind that ends when the old one would have, and revoke the old one (its
+/// refresh family and access tokens with it). Returns the new credentials
+/// and, for a browser session, the new cookie.
+async fn renew_session(
+    state: &AppState,
+    p: &Principal,
+) -> ApiResult<(RenewedSession, Option<String>)> {
+    let old = store::sessions::get(&state.db, &p.org, &p.session_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!("session of a live principal is gone"))
+        })?;
+    let remaining_ms = (old.absolute_expires_at - store::now_ms()).max(1000);
+    let session = store::sessions::create(
+        &state.db,
+        store::sessions::NewSession {
+            org: &p.org,
+            user_id: &p.user_id,
+            kind: &old.kind,
+            role: &old.role,
+            restricted: false,
+            lifetime_ms: remaining_ms,
+            ip: &p.meta.ip.to_string(),
+            user_agent: &p.meta.user_agent,
+        },
+    )
+    .await?;
+    store::sessions::revoke(&state.db, &p.org, &old.id).await?;
+    let entry = AuditEvent::by_user(
+        &p.user_id,
+        &p.org.0,
+        "auth.session_renew",
+        "session",
+        Some(&session.id),
+    )
+    .detail("previous", old.id.clone())
+    .detail("reason", "second factor enrolled");
+    state.audit(&p.meta, entry).await?;
+    if old.kind == "browser" {
+        let renewed = RenewedSession {
+            access_token: None,
+            token_type: None,
+            expires_in: None,
+            refresh_token: None,
+            csrf_token: Some(state.keys.get().csrf_token(&session.id)),
+        };
+        return Ok((renewed, Some(session_cookie(state, &session.id))));
+    }
+    let (access_token, expires_in) = auth::issue_access_token(state, &session);
+    let refresh_token = auth::start_refresh_family(state, &session).await?;
+    let renewed = RenewedSession {
+        access_token: Some(access_token),
+        token_type: Some("Bearer"),
+        expires_in: Some(expires_in),
+        refresh_token: Some(refresh_token),
+        csrf_token: None,
+    };
+    Ok((renewed, None))
 }
 
 /// Remove the second factor (password and a current code required).

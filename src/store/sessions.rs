@@ -192,16 +192,6 @@ pub async fn restrict_unenrolled_privileged(db: &Db, org: &OrgId) -> sqlx::Resul
     Ok(r.rows_affected())
 }
 
-/// Lift the enrolment restriction once a second factor is confirmed.
-pub async fn unrestrict(db: &Db, org: &OrgId, id: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE sessions SET restricted = 0 WHERE organization_id = $1 AND id = $2")
-        .bind(&org.0)
-        .bind(id)
-        .execute(&db.pool)
-        .await?;
-    Ok(())
-}
-
 /// A refresh token as stored (the token itself only as a SHA-256 hash).
 #[derive(Debug, Clone, FromRow)]
 pub struct RefreshToken {

@@ -420,7 +420,8 @@ async fn the_policy_gates_privileged_sign_ins() {
     assert_eq!(session["totp_enrolment_required"], true);
 
     // A supervisor without a factor: restricted tokens that still reach
-    // the enrolment endpoints; once enrolled, the same session works.
+    // the enrolment endpoints; enrolling replaces that session by a new
+    // one with full rights (a new session id at the privilege change).
     let tokens = app.login(&supervisor).await;
     assert_eq!(tokens["totp_enrolment_required"], true);
     let t = access(&tokens);
@@ -435,11 +436,28 @@ async fn the_policy_gates_privileged_sign_ins() {
     let code = sup_auth.fresh_code().await;
     let res = post_json(&app, "/api/auth/totp/verify", &t, json!({"code": code})).await;
     assert_eq!(res.status(), 200);
+    let verified: Value = res.json().await.unwrap();
+    assert_eq!(verified["recovery_codes"].as_array().unwrap().len(), 10);
+    let renewed = &verified["session"];
+    assert_eq!(renewed["token_type"], "Bearer", "{verified}");
+    assert!(renewed.get("csrf_token").is_none(), "{verified}");
+    // The restricted credentials are dead: access and refresh token alike.
+    assert_problem(app.get_auth("/api/calls", &t).await, 401).await;
+    let res = app
+        .client
+        .post(app.url("/api/auth/refresh"))
+        .json(&json!({"refresh_token": tokens["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 401).await;
+    // The new ones have full rights.
+    let t = access(renewed);
     assert_eq!(app.get_auth("/api/calls", &t).await.status(), 200);
     let who = me(&app, &t).await;
     assert_eq!(who["totp_enrolment_required"], false);
     assert_eq!(who["totp_enabled"], true);
-    let refreshed = refresh(&app, tokens["refresh_token"].as_str().unwrap()).await;
+    let refreshed = refresh(&app, renewed["refresh_token"].as_str().unwrap()).await;
     assert_eq!(refreshed["totp_enrolment_required"], false);
     assert_eq!(
         app.get_auth("/api/calls", &access(&refreshed))
@@ -487,8 +505,14 @@ async fn sessions_opened_before_the_policy_must_enrol_too() {
     assert_eq!(refreshed["totp_enrolment_required"], true);
     let sup = access(&refreshed);
     assert_problem(app.get_auth("/api/calls", &sup).await, 403).await;
-    // Enrolling lifts it.
-    enrol(&app, &sup).await;
+    // Enrolling lifts it, in a new session.
+    let mut auth = begin(&app, &sup).await;
+    let code = auth.fresh_code().await;
+    let res = post_json(&app, "/api/auth/totp/verify", &sup, json!({"code": code})).await;
+    assert_eq!(res.status(), 200);
+    let verified: Value = res.json().await.unwrap();
+    assert_problem(app.get_auth("/api/calls", &sup).await, 401).await;
+    let sup = access(&verified["session"]);
     assert_eq!(app.get_auth("/api/calls", &sup).await.status(), 200);
 }
 
@@ -567,4 +591,115 @@ async fn disabling_the_factor_follows_the_policy() {
     .await;
     assert_eq!(res.status(), 204);
     app.login(&lone).await;
+}
+
+#[tokio::test]
+async fn a_restricted_browser_session_is_replaced_when_enrolment_completes() {
+    let app = spawn_app().await;
+    let admin = app.org_with(Role::Admin).await;
+    let admin_token = app.token(&admin).await;
+    enrol(&app, &admin_token).await;
+    assert_eq!(set_policy(&app, &admin_token, true).await.status(), 200);
+    let supervisor = app.create_user(&admin.org, Role::Supervisor).await;
+
+    let res = app
+        .client
+        .post(app.url("/api/auth/session"))
+        .json(&json!({"email": supervisor.email, "password": supervisor.password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let old_cookie = res.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let session: Value = res.json().await.unwrap();
+    assert_eq!(session["totp_enrolment_required"], true);
+    let old_csrf = session["csrf_token"].as_str().unwrap().to_string();
+    let with_cookie = |path: &str, cookie: &str, csrf: &str| {
+        app.client
+            .post(app.url(path))
+            .header("cookie", cookie.to_string())
+            .header("x-csrf-token", csrf.to_string())
+    };
+
+    let res = with_cookie("/api/auth/totp/enrol", &old_cookie, &old_csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let mut auth = Authenticator {
+        secret: base32_decode(body["secret"].as_str().unwrap()),
+        last_step: None,
+    };
+    let code = auth.fresh_code().await;
+    let res = with_cookie("/api/auth/totp/verify", &old_cookie, &old_csrf)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set_cookie.starts_with("__Host-kraliki_session=")
+            && set_cookie.ends_with("; Path=/; Secure; HttpOnly; SameSite=Strict"),
+        "{set_cookie}"
+    );
+    let new_cookie = set_cookie.split(';').next().unwrap().to_string();
+    assert_ne!(new_cookie, old_cookie);
+    let verified: Value = res.json().await.unwrap();
+    let renewed = &verified["session"];
+    assert!(renewed.get("access_token").is_none(), "{verified}");
+    let new_csrf = renewed["csrf_token"].as_str().unwrap().to_string();
+    assert_ne!(new_csrf, old_csrf);
+
+    // The old cookie is signed out; the new one has full rights, with its
+    // own CSRF token only.
+    let res = app
+        .client
+        .get(app.url("/api/calls"))
+        .header("cookie", old_cookie.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 401).await;
+    let res = app
+        .client
+        .get(app.url("/api/calls"))
+        .header("cookie", new_cookie.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = with_cookie("/api/auth/logout", &new_cookie, &old_csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 403).await;
+    let res = with_cookie("/api/auth/logout", &new_cookie, &new_csrf)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+
+    // The renewal is audited, naming the session it replaced.
+    let org = kraliki::store::OrgId(admin.org.clone());
+    let entries = kraliki::store::audit::list(
+        &app.state.db,
+        &org,
+        false,
+        Some("auth.session_renew"),
+        None,
+        100,
+    )
+    .await
+    .unwrap();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_eq!(entries[0].actor_id.as_deref(), Some(supervisor.id.as_str()));
+    assert!(entries[0].details.contains("second factor enrolled"));
 }
