@@ -6,6 +6,7 @@ mod helpers;
 
 mod alerts;
 mod audit;
+mod audit_actions;
 mod cli;
 mod headers;
 mod ids;
