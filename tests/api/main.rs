@@ -16,6 +16,7 @@ mod passwords;
 mod production;
 mod ratelimit;
 mod redis_shared;
+mod registration;
 mod rotation;
 mod security_events;
 mod sessions;
