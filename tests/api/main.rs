@@ -22,6 +22,7 @@ mod security_events;
 mod sessions;
 mod shutdown;
 mod smoke;
+mod stored_tokens;
 mod tenancy;
 mod tls;
 mod tokens;
