@@ -1,5 +1,6 @@
-//! The command line: help, key generation, organizations and users made
-//! from the shell, migrations.
+//! The command line: help, key generation, development keys generated on
+//! first start and reused after, organizations and users made from the
+//! shell, migrations.
 //!
 //! Like `production.rs`, these run the real binary with a cleared
 //! environment in development mode, on the embedded SQLite database only
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::process::Command;
 
 use crate::helpers::GOOD_PASSWORD;
-use crate::production::{expect_listening, kraliki, run, Finished};
+use crate::production::{expect_listening, kraliki, run, Finished, REQUIRED_KEYS};
 
 /// Folders of one development installation.
 struct Dev {
@@ -242,6 +243,117 @@ async fn an_env_format_secrets_file_works_as_configuration() {
     for value in vars.values() {
         assert!(!stdout.contains(value.as_str()) && !stderr.contains(value.as_str()));
     }
+}
+
+/// Every file of the development key folder: name → contents, asserting
+/// the folder is private and holds exactly the five private key files.
+fn development_keys(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    assert_eq!(mode(dir), 0o700, "the key folder is private");
+    let keys: BTreeMap<String, Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{} is private", path.display());
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect();
+    let mut names: Vec<&str> = keys.keys().map(String::as_str).collect();
+    let mut want = REQUIRED_KEYS.to_vec();
+    names.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(names, want);
+    assert!(keys.values().all(|v| v.len() >= 32));
+    keys
+}
+
+#[tokio::test]
+async fn development_keys_are_generated_private_on_first_start_and_reused() {
+    // An empty data folder and an empty secrets folder.
+    let dev = Dev::new();
+    let key_dir = dev.data.path().join("secrets");
+    assert!(!key_dir.exists());
+    let serve = || dev.cmd(&["serve", "--listen", "127.0.0.1:0"]);
+
+    let server = expect_listening(serve()).await;
+    let generated = development_keys(&key_dir);
+    assert!(server.stderr().contains("generated development key"));
+    // Credentials of every kind, issued under those keys: a bearer token,
+    // a session cookie and its CSRF token (development registration is
+    // open).
+    let client = reqwest::Client::new();
+    let email = "first-admin@example.com";
+    let res = client
+        .post(format!("{}/api/auth/register", server.base))
+        .json(&json!({
+            "organization_name": "Restarted Calls",
+            "email": email,
+            "password": GOOD_PASSWORD,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let credentials = json!({"email": email, "password": GOOD_PASSWORD});
+    let res = client
+        .post(format!("{}/api/auth/login", server.base))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap().to_string();
+    let res = client
+        .post(format!("{}/api/auth/session", server.base))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let body: Value = res.json().await.unwrap();
+    let csrf = body["csrf_token"].as_str().unwrap().to_string();
+    server.stop().await;
+
+    // The second start reads the same files and changes none of them.
+    let server = expect_listening(serve()).await;
+    assert_eq!(development_keys(&key_dir), generated, "keys were replaced");
+    let res = client
+        .get(format!("{}/api/auth/me", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the token from before the restart");
+    let res = client
+        .get(format!("{}/api/auth/me", server.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the cookie from before the restart");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["csrf_token"], csrf.as_str());
+    let res = client
+        .post(format!("{}/api/auth/logout", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    server.stop().await;
+
+    // Entries written by both runs form one chain under one audit key.
+    let done = run(dev.cmd(&["audit", "verify"]), None).await;
+    assert!(done.status.success(), "audit verify: {}", done.stderr);
+    assert!(
+        done.stdout.contains("audit trail intact"),
+        "{}",
+        done.stdout
+    );
+    assert_eq!(development_keys(&key_dir), generated);
 }
 
 #[tokio::test]

@@ -549,3 +549,48 @@ async fn a_variable_and_its_file_twin_together_are_refused() {
     assert_mentions(&done.stderr, &["KRALIKI_DATA_KEY", "KRALIKI_DATA_KEY_FILE"]);
     assert!(!done.stderr.contains(key.trim()));
 }
+
+/// The number of organizations in a stopped server's SQLite database.
+async fn organizations_in(data: &Path) -> i64 {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let file = data.join("kraliki.db");
+    let mut conn = sqlx::AnyConnection::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn registration_is_closed_in_production_unless_opened() {
+    let p = Prod::new().await;
+    let register = |base: &str| {
+        reqwest::Client::new()
+            .post(format!("{base}/api/auth/register"))
+            .json(&serde_json::json!({
+                "organization_name": "Walk-In Calls",
+                "email": "walk-in@example.com",
+                "password": crate::helpers::GOOD_PASSWORD,
+            }))
+            .send()
+    };
+
+    let server = expect_listening(p.serve()).await;
+    let res = register(&server.base).await.unwrap();
+    assert_eq!(res.status(), 403);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "registration_closed");
+    server.stop().await;
+    assert_eq!(organizations_in(p.data.path()).await, 0);
+
+    // The operator may open it explicitly.
+    let mut cmd = p.serve();
+    cmd.env("KRALIKI_OPEN_REGISTRATION", "true");
+    let server = expect_listening(cmd).await;
+    assert_eq!(register(&server.base).await.unwrap().status(), 201);
+    server.stop().await;
+    assert_eq!(organizations_in(p.data.path()).await, 1);
+}

@@ -1,8 +1,12 @@
 //! Rate limits over real HTTP: the login rule, the IETF fields, progressive
-//! blocks (with the manual clock), and client addresses behind proxies.
+//! blocks (with the manual clock), and client addresses behind proxies; the
+//! other default rules (registration and password-reset mails 3 an hour,
+//! calls 50 a minute), and per-user budgets for rules keyed by user.
 
 use std::time::Duration;
 
+use kraliki::security::ratelimit::{KeyKind, Rule};
+use kraliki::store::users::Role;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -153,4 +157,203 @@ async fn forwarded_for_is_used_from_trusted_proxies() {
     assert_eq!(res.status(), 401);
     let events = app.events("RATE_LIMIT_EXCEEDED").await;
     assert_eq!(events[0].ip, "198.51.100.7");
+}
+
+/// `POST /api/auth/register` for a new organization with a fresh address.
+async fn register(app: &TestApp) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/auth/register"))
+        .json(&json!({
+            "organization_name": "Limited Calls",
+            "email": format!("founder-{}@example.com", uuid::Uuid::new_v4().simple()),
+            "password": GOOD_PASSWORD,
+        }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `POST /api/auth/forgot-password` for `email`.
+async fn forgot(app: &TestApp, email: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/auth/forgot-password"))
+        .json(&json!({ "email": email }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn organization_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap()
+}
+
+/// Assert a 429 of rule `name` (`limit` per `window` seconds): problem
+/// document, `Retry-After` within the window, both IETF fields naming the
+/// rule.
+async fn assert_limited(res: reqwest::Response, name: &str, limit: u64, window: u64) {
+    assert_eq!(
+        header(&res, "ratelimit-policy"),
+        format!("\"{name}\";q={limit};w={window}")
+    );
+    let rl = header(&res, "ratelimit");
+    assert!(rl.starts_with(&format!("\"{name}\";r=0;t=")), "{rl}");
+    let retry: u64 = header(&res, "retry-after").parse().unwrap();
+    assert!(retry > 0 && retry <= window, "Retry-After {retry}");
+    assert_eq!(assert_problem(res, 429).await["code"], "rate_limited");
+}
+
+/// The `rule` of every stored RATE_LIMIT_EXCEEDED event, oldest first.
+async fn exceeded_rules(app: &TestApp) -> Vec<String> {
+    app.events("RATE_LIMIT_EXCEEDED")
+        .await
+        .iter()
+        .map(|e| {
+            let details: serde_json::Value = serde_json::from_str(&e.details).unwrap();
+            details["rule"].as_str().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn registration_allows_three_an_hour_from_one_address() {
+    let app = limited_app(&[]).await;
+    for i in 0..3 {
+        let res = register(&app).await;
+        assert_eq!(res.status(), 201, "registration {i}");
+        assert_eq!(header(&res, "ratelimit-policy"), "\"register\";q=3;w=3600");
+        assert!(header(&res, "ratelimit").starts_with(&format!("\"register\";r={};t=", 2 - i)));
+    }
+    let orgs = organization_count(&app).await;
+    assert_limited(register(&app).await, "register", 3, 3600).await;
+    assert_eq!(organization_count(&app).await, orgs, "nothing was created");
+    assert_eq!(exceeded_rules(&app).await, ["register"]);
+    // Signing in is another budget.
+    assert_eq!(bad_login(&app, None).await.status(), 401);
+
+    // Still refused late in the hour; allowed again once it is over.
+    app.clock.advance(Duration::from_secs(3500));
+    assert_eq!(register(&app).await.status(), 429);
+    app.clock.advance(Duration::from_secs(101));
+    assert_eq!(register(&app).await.status(), 201);
+}
+
+#[tokio::test]
+async fn reset_mails_can_be_asked_for_three_times_an_hour_from_one_address() {
+    let app = limited_app(&[]).await;
+    for i in 0..3 {
+        // Different addresses: the limit is on the client, not the mailbox.
+        let res = forgot(&app, &format!("someone-{i}@example.com")).await;
+        assert_eq!(res.status(), 202, "request {i}");
+        assert_eq!(
+            header(&res, "ratelimit-policy"),
+            "\"forgot_password\";q=3;w=3600"
+        );
+    }
+    let res = forgot(&app, "someone-else@example.com").await;
+    assert_limited(res, "forgot_password", 3, 3600).await;
+    assert_eq!(exceeded_rules(&app).await, ["forgot_password"]);
+    // Registration is another budget.
+    assert_eq!(register(&app).await.status(), 201);
+
+    app.clock.advance(Duration::from_secs(3601));
+    assert_eq!(forgot(&app, "someone-0@example.com").await.status(), 202);
+}
+
+#[tokio::test]
+async fn calls_allow_fifty_a_minute_from_one_address() {
+    let app = limited_app(&[]).await;
+    let user = app.org_with(Role::Agent).await;
+    let token = app.token(&user).await;
+    let call = app
+        .create_call(&user.org, Some(&user.id), "completed")
+        .await;
+    for i in 0..50 {
+        // The list and single calls share the budget.
+        let path = if i % 2 == 0 {
+            "/api/calls".to_string()
+        } else {
+            format!("/api/calls/{call}")
+        };
+        let res = app.get_auth(&path, &token).await;
+        assert_eq!(res.status(), 200, "request {i} to {path}");
+        assert_eq!(header(&res, "ratelimit-policy"), "\"calls\";q=50;w=60");
+    }
+    assert_limited(app.get_auth("/api/calls", &token).await, "calls", 50, 60).await;
+    let res = app.get_auth(&format!("/api/calls/{call}"), &token).await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(exceeded_rules(&app).await, ["calls"]);
+
+    // The rest of the API is another budget.
+    let res = app.get_auth("/api/auth/me", &token).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "ratelimit-policy"), "\"api\";q=1000;w=900");
+
+    // A minute later calls are allowed again.
+    app.clock.advance(Duration::from_secs(61));
+    assert_eq!(app.get_auth("/api/calls", &token).await.status(), 200);
+}
+
+/// `GET /api/calls` with a bearer token.
+async fn calls(app: &TestApp, token: &str) -> reqwest::Response {
+    app.get_auth("/api/calls", token).await
+}
+
+#[tokio::test]
+async fn a_rule_keyed_by_user_gives_each_user_of_one_address_a_budget() {
+    // The defaults key every rule by address; operators can key one by user.
+    assert!(kraliki::security::ratelimit::RateLimitSettings::default()
+        .rules
+        .iter()
+        .all(|r| r.key == KeyKind::Ip));
+    let app = spawn_app_with(|s| {
+        s.rate_limit.enabled = true;
+        s.rate_limit.rules = vec![
+            Rule {
+                key: KeyKind::User,
+                ..Rule::limited("calls_per_user", Some("GET"), "/api/calls", 3, 60)
+            },
+            Rule::limited("default", None, "*", 1000, 900),
+        ];
+    })
+    .await;
+    let first = app.org_with(Role::Agent).await;
+    let second = app.create_user(&first.org, Role::Agent).await;
+    let first_token = app.token(&first).await;
+    let second_token = app.token(&second).await;
+
+    for i in 0..3 {
+        let res = calls(&app, &first_token).await;
+        assert_eq!(res.status(), 200, "first user, request {i}");
+        assert_eq!(
+            header(&res, "ratelimit-policy"),
+            "\"calls_per_user\";q=3;w=60"
+        );
+    }
+    assert_limited(calls(&app, &first_token).await, "calls_per_user", 3, 60).await;
+
+    // Same address, another user: a budget of their own.
+    for i in 0..3 {
+        assert_eq!(
+            calls(&app, &second_token).await.status(),
+            200,
+            "second user, request {i}"
+        );
+    }
+    assert_eq!(calls(&app, &second_token).await.status(), 429);
+
+    // The budget is the user's, not the token's: signing in again does not
+    // reset it.
+    let another_token = app.token(&first).await;
+    assert_eq!(calls(&app, &another_token).await.status(), 429);
+    // Requests without a user count by address, apart from both users.
+    let res = app.client.get(app.url("/api/calls")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        header(&res, "ratelimit-policy"),
+        "\"calls_per_user\";q=3;w=60"
+    );
+    assert!(header(&res, "ratelimit").starts_with("\"calls_per_user\";r=2;t="));
 }

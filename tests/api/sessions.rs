@@ -1,6 +1,7 @@
 //! Browser sessions: the `__Host-kraliki_session` cookie, its CSRF
 //! protection (token, Fetch Metadata, Origin), the 415 wall in front of JSON
-//! endpoints, idle expiry, tampering and sign-out.
+//! endpoints, idle and absolute expiry (real waits: both are read from the
+//! wall clock), tampering and sign-out.
 
 use std::time::Duration;
 
@@ -406,6 +407,38 @@ async fn an_idle_session_expires() {
     // A fresh sign-in works again.
     let again = sign_in_browser(&app, &user).await;
     assert_eq!(me_with_cookie(&app, &again.cookie).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_session_past_its_absolute_lifetime_ends_however_busy() {
+    // Two seconds of absolute lifetime; the idle timeout stays 30 minutes.
+    let app = spawn_app_with(|s| s.auth.session_absolute_secs = 2).await;
+    let user = app.org_with(Role::Agent).await;
+    let browser = sign_in_browser(&app, &user).await;
+
+    // In use all along, well within the idle timeout…
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(me_with_cookie(&app, &browser.cookie).await.status(), 200);
+    }
+    // …and still over once it is two seconds old.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = app.events("INVALID_TOKEN").await.len();
+    let res = me_with_cookie(&app, &browser.cookie).await;
+    assert_eq!(assert_problem(res, 401).await["code"], "invalid_token");
+    let events = app.events("INVALID_TOKEN").await;
+    assert_eq!(events.len(), before + 1);
+    let details: Value = serde_json::from_str(&events[before].details).unwrap();
+    assert_eq!(details["reason"], "session_expired");
+    // The session is revoked, so it stays over.
+    let revoked: Option<i64> =
+        sqlx::query_scalar("SELECT revoked_at FROM sessions WHERE user_id = $1")
+            .bind(&user.id)
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap();
+    assert!(revoked.is_some());
+    assert_problem(me_with_cookie(&app, &browser.cookie).await, 401).await;
 }
 
 #[tokio::test]

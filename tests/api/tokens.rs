@@ -2,9 +2,13 @@
 //! verify against the published JWKS; forged, altered, expired or
 //! misdirected tokens are refused with 401 and an `INVALID_TOKEN` event;
 //! refresh tokens rotate, and a reused one revokes its family and session;
+//! a refresh token expires when left unused past `auth.refresh_idle_secs`,
+//! and its family after `auth.refresh_absolute_secs` however often it is
+//! used (real waits: these lifetimes are read from the wall clock);
 //! sign-out stops both kinds of token.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -627,4 +631,95 @@ async fn refresh_with_unknown_or_empty_token() {
     // Neither attempt hurt the real refresh token.
     let refreshed = refresh_ok(&app, str_of(&login, "refresh_token")).await;
     assert_accepted(&app, str_of(&refreshed, "access_token"), &user).await;
+}
+
+// ------------------------------------------------------------- lifetimes
+
+/// The stored row of a refresh token: (retired_at, revoked_at, expires_at,
+/// family_expires_at).
+async fn refresh_row(app: &TestApp, refresh_token: &str) -> (Option<i64>, Option<i64>, i64, i64) {
+    sqlx::query_as(
+        "SELECT retired_at, revoked_at, expires_at, family_expires_at FROM refresh_tokens \
+         WHERE token_hash = $1",
+    )
+    .bind(hex::encode(Sha256::digest(refresh_token.as_bytes())))
+    .fetch_one(&app.state.db.pool)
+    .await
+    .unwrap()
+}
+
+/// Refreshing with `refresh_token` is refused as expired: a 401 and one new
+/// `INVALID_TOKEN` event saying so. The token was neither spent nor revoked,
+/// so only its lifetime can have refused it.
+async fn assert_refresh_expired(app: &TestApp, refresh_token: &str) {
+    let (retired, revoked, _, _) = refresh_row(app, refresh_token).await;
+    assert_eq!((retired, revoked), (None, None), "a live, unspent token");
+    let before = invalid_token_ids(app).await;
+    let res = refresh_raw(app, refresh_token).await;
+    assert_eq!(assert_problem(res, 401).await["code"], "invalid_token");
+    assert_eq!(
+        new_invalid_token_reasons(app, &before).await,
+        ["refresh_token_expired_or_revoked"]
+    );
+    assert!(app.events("TOKEN_REUSE_DETECTED").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_refresh_token_left_unused_past_the_idle_lifetime_is_refused() {
+    // One second of idle lifetime; the family may live 30 days.
+    let app = spawn_app_with(|s| s.auth.refresh_idle_secs = 1).await;
+    let (_, _, login) = signed_in(&app, Role::Agent).await;
+    let first = str_of(&login, "refresh_token").to_owned();
+    let (_, _, first_idle_end, family_end) = refresh_row(&app, &first).await;
+
+    // Used within the idle lifetime, it works, and its successor gets an
+    // idle lifetime of its own, counted from this use…
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let next = refresh_ok(&app, &first).await;
+    let refresh = str_of(&next, "refresh_token").to_owned();
+    let (_, _, idle_end, same_family_end) = refresh_row(&app, &refresh).await;
+    assert!(idle_end >= first_idle_end + 300, "a fresh idle lifetime");
+    assert_eq!(same_family_end, family_end);
+    assert!(
+        family_end - idle_end > 24 * 3600 * 1000,
+        "the family itself may live 30 days"
+    );
+
+    // …but left unused for longer than that, it is refused.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_refresh_expired(&app, &refresh).await;
+}
+
+#[tokio::test]
+async fn a_refresh_family_past_its_absolute_lifetime_is_refused_however_busy() {
+    // Two seconds of absolute lifetime; the idle lifetime stays 7 days.
+    let app = spawn_app_with(|s| s.auth.refresh_absolute_secs = 2).await;
+    let (_, _, login) = signed_in(&app, Role::Agent).await;
+    let mut refresh = str_of(&login, "refresh_token").to_owned();
+    let mut access = str_of(&login, "access_token").to_owned();
+    let (_, _, _, family_end) = refresh_row(&app, &refresh).await;
+    let session_end: i64 =
+        sqlx::query_scalar("SELECT absolute_expires_at FROM sessions WHERE id = $1")
+            .bind(claims_of(&access).sid)
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(family_end, session_end, "the family ends with its session");
+
+    // Used well within the idle lifetime, again and again.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let next = refresh_ok(&app, &refresh).await;
+        refresh = str_of(&next, "refresh_token").to_owned();
+        access = str_of(&next, "access_token").to_owned();
+        // Rotation never extends the family.
+        assert_eq!(refresh_row(&app, &refresh).await.3, family_end);
+    }
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_refresh_expired(&app, &refresh).await;
+    // The session is over too: its last access token no longer works,
+    // although the token itself is valid for 15 minutes.
+    assert!(claims_of(&access).exp > now_secs() + 60);
+    assert_refused(&app, &access, "session_revoked").await;
 }

@@ -39,7 +39,8 @@ fn unix_now() -> u64 {
 
 /// An enrolled authenticator: the secret and the last step the server has
 /// seen, so each code the test sends is one the server has not used yet.
-struct Authenticator {
+/// Shared with `audit_actions.rs`.
+pub(crate) struct Authenticator {
     secret: Vec<u8>,
     last_step: Option<u64>,
 }
@@ -47,7 +48,7 @@ struct Authenticator {
 impl Authenticator {
     /// A code for a step the server has not used, waiting for the clock when
     /// the next fresh step is not yet within the server's window.
-    async fn fresh_code(&mut self) -> String {
+    pub(crate) async fn fresh_code(&mut self) -> String {
         loop {
             let now = unix_now();
             let current = now / 30;
@@ -107,7 +108,7 @@ async fn login_with(app: &TestApp, user: &TestUser, extra: Value) -> reqwest::Re
 }
 
 /// Start an enrolment; returns the authenticator (not yet confirmed).
-async fn begin(app: &TestApp, token: &str) -> Authenticator {
+pub(crate) async fn begin(app: &TestApp, token: &str) -> Authenticator {
     let res = post_empty(app, "/api/auth/totp/enrol", token).await;
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
