@@ -455,21 +455,27 @@ pub async fn refresh(
     })
 }
 
-/// Create a reset token for `email` and mail it, if the account exists.
-/// Runs detached from the request so the answer and its timing never
-/// depend on whether the address is known.
-pub fn forgot_password(state: AppState, email: String) {
+/// Create a reset token for `email` and mail it, if the account exists,
+/// and audit the request against that account (by someone not identified:
+/// anyone may ask). Runs detached from the request so the answer and its
+/// timing never depend on whether the address is known; unknown addresses
+/// leave no entry.
+pub fn forgot_password(state: AppState, meta: RequestMeta, email: String) {
     tokio::spawn(async move {
-        if let Err(err) = send_reset(&state, &email).await {
+        if let Err(err) = send_reset(&state, &meta, &email).await {
             tracing::error!(error = format!("{err:#}"), "password reset mail failed");
         }
     });
 }
 
-async fn send_reset(state: &AppState, email: &str) -> anyhow::Result<()> {
+async fn send_reset(state: &AppState, meta: &RequestMeta, email: &str) -> anyhow::Result<()> {
     let Some(user) = store::users::find_by_email(&state.db, email).await? else {
         return Ok(());
     };
+    let mut entry =
+        AuditEvent::anonymous("auth.password_reset_request", "user").outcome(Outcome::Success);
+    entry.organization_id = Some(user.organization_id.clone());
+    entry.object_id = Some(user.id.clone());
     // However many addresses ask, one mailbox gets at most a few reset mails
     // an hour (the per-address rate limit cannot see requests spread over
     // many client addresses).
@@ -478,8 +484,19 @@ async fn send_reset(state: &AppState, email: &str) -> anyhow::Result<()> {
         >= MAX_RESET_MAILS_PER_HOUR
     {
         tracing::warn!(user_id = %user.id, "password reset mail suppressed: too many this hour");
+        let entry = entry
+            .detail("mailed", false)
+            .detail("reason", "too_many_this_hour");
+        state
+            .audit(meta, entry)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         return Ok(());
     }
+    state
+        .audit(meta, entry.detail("mailed", true))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let token = security::random_token();
     let expires = store::now_ms() + state.settings.auth.reset_token_ttl_secs * 1000;
     store::resets::create(

@@ -515,10 +515,11 @@ pub async fn me(
         (status = 415, body = Problem)))]
 pub async fn forgot_password(
     State(state): State<AppState>,
+    meta: RequestMeta,
     ApiJson(body): ApiJson<ForgotIn>,
 ) -> ApiResult<(StatusCode, ApiJson<AcceptedOut>)> {
     let email = auth::parse_email("email", &body.email)?;
-    auth::forgot_password(state.clone(), email);
+    auth::forgot_password(state.clone(), meta, email);
     Ok((
         StatusCode::ACCEPTED,
         ApiJson(AcceptedOut {

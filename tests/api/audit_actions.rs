@@ -437,3 +437,48 @@ async fn organizations_and_users_made_on_the_command_line_are_audited_as_cli() {
     assert_eq!(items[0]["object_id"], org.as_str());
     assert_chain_intact(&app).await;
 }
+
+#[tokio::test]
+async fn a_reset_request_for_a_known_account_is_audited_and_an_unknown_one_leaves_nothing() {
+    let app = spawn_app().await;
+    let user = app.org_with(Role::Agent).await;
+    let ask = |email: String, id: &'static str| {
+        send_as(
+            app.client
+                .post(app.url("/api/auth/forgot-password"))
+                .json(&json!({ "email": email })),
+            id,
+        )
+    };
+    assert_eq!(ask(user.email.clone(), "audit-forgot").await.status(), 202);
+    // Written by the background task that sends the mail.
+    let token = mailed_reset_token(&app, &user.email).await;
+    let row =
+        eventually(|| async { written_by(&app, "audit-forgot").await.into_iter().next() }).await;
+    assert_eq!(row.action, "auth.password_reset_request", "{row:#?}");
+    assert_entry(
+        &row,
+        Expected {
+            actor: Actor::Anonymous,
+            organization: Some(&user.org),
+            object: ("user", Some(&user.id)),
+            outcome: "success",
+        },
+    );
+    assert_eq!(details(&row)["mailed"], true, "{row:#?}");
+
+    // An address nobody has: the same answer, and no entry at all.
+    let unknown = unique_email("nobody");
+    assert_eq!(ask(unknown, "audit-forgot-unknown").await.status(), 202);
+    assert_eq!(
+        ask(user.email.clone(), "audit-forgot-2").await.status(),
+        202
+    );
+    // Once the second known request is audited, the unknown one (sent
+    // before it) would have been too.
+    eventually(|| async { (!written_by(&app, "audit-forgot-2").await.is_empty()).then_some(()) })
+        .await;
+    assert!(written_by(&app, "audit-forgot-unknown").await.is_empty());
+    assert_nowhere_in_the_trail(&app, &token).await;
+    assert_chain_intact(&app).await;
+}
