@@ -106,6 +106,15 @@ pub async fn build_state_with_clock(
     if let Some(alerts) = alerts {
         security = security.with_alerts(alerts);
     }
+    if let Some(url) = &secrets.redis_url {
+        let fanout = crate::security::fanout::start(
+            url.expose_secret(),
+            &settings.redis_key_prefix,
+            security.live_sender(),
+        )
+        .map_err(|e| anyhow::anyhow!("live events: {e}"))?;
+        security = security.with_fanout(fanout);
+    }
     let ids = &settings.ids;
     let mut blocklist = Blocklist::new(
         ids.block_threshold as usize,

@@ -198,8 +198,8 @@ pub async fn connect(
     };
     // Subscribe before answering, so nothing raised from now on is missed
     // and a shutdown that starts meanwhile still reaches this connection.
-    // Not yet: events raised on other instances (Redis fan-out, DESIGN §7)
-    // reach only the clients connected to those instances.
+    // With Redis, events raised on other instances arrive here too
+    // (`security::fanout`).
     let alerts = permissions::allows(role, Permission::ViewSecurityEvents)
         .then(|| state.security.subscribe());
     let stopping = state.shutdown.subscribe();

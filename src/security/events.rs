@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use crate::http::request::RequestMeta;
 use crate::metrics::Metrics;
 use crate::security::alerts::AlertSender;
+use crate::security::fanout::Fanout;
 use crate::store::{self, events::StoredEvent, Db};
 
 /// Kinds of security event.
@@ -196,6 +197,7 @@ pub struct SecurityLog {
     sink: LogSink,
     live: tokio::sync::broadcast::Sender<StoredEvent>,
     alerts: Option<AlertSender>,
+    fanout: Option<Fanout>,
     metrics: Arc<Metrics>,
 }
 
@@ -208,6 +210,7 @@ impl SecurityLog {
             sink,
             live,
             alerts: None,
+            fanout: None,
             metrics: Arc::new(Metrics::new()),
         }
     }
@@ -224,7 +227,21 @@ impl SecurityLog {
         self
     }
 
-    /// Receive HIGH and CRITICAL events as they are recorded.
+    /// Also publish HIGH and CRITICAL events to the other instances, and
+    /// receive theirs (see [`crate::security::fanout`]).
+    pub fn with_fanout(mut self, fanout: Fanout) -> Self {
+        self.fanout = Some(fanout);
+        self
+    }
+
+    /// The sender live subscribers listen to, for events that arrive from
+    /// other instances.
+    pub fn live_sender(&self) -> tokio::sync::broadcast::Sender<StoredEvent> {
+        self.live.clone()
+    }
+
+    /// Receive HIGH and CRITICAL events as they are recorded (with Redis,
+    /// those of every instance).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoredEvent> {
         self.live.subscribe()
     }
@@ -266,6 +283,9 @@ impl SecurityLog {
             alerts.offer(&stored, event.severity);
         }
         if event.severity >= Severity::High {
+            if let Some(fanout) = &self.fanout {
+                fanout.publish(&stored);
+            }
             // No subscribers is normal; a send error only means that.
             let _ = self.live.send(stored);
         }

@@ -7,6 +7,7 @@ pub mod blocklist;
 pub mod client_ip;
 pub mod csrf;
 pub mod events;
+pub mod fanout;
 pub mod ids;
 pub mod outbound;
 pub mod password;

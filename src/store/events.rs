@@ -5,7 +5,7 @@ use sqlx::FromRow;
 use super::{Cursor, Db};
 
 /// A security event as stored.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, FromRow, serde::Serialize, serde::Deserialize)]
 pub struct StoredEvent {
     /// Id.
     pub id: String,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use crate::production::{generate_key_dir, kraliki};
+use crate::production::{generate_key_dir, kraliki, run};
 
 /// How long a server or Redis may take to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -160,8 +160,20 @@ impl Instance {
     /// Development-mode `kraliki serve` on a loopback port, with its own
     /// data folder and the shared secrets folder.
     async fn start(name: &'static str, secrets: &Path, data: &Path, key_prefix: &str) -> Instance {
+        Instance::start_with(name, secrets, data, key_prefix, &[]).await
+    }
+
+    /// [`Instance::start`] with more environment variables.
+    async fn start_with(
+        name: &'static str,
+        secrets: &Path,
+        data: &Path,
+        key_prefix: &str,
+        env: &[(&str, &str)],
+    ) -> Instance {
         let mut cmd = kraliki();
-        cmd.env("KRALIKI_SECRETS_DIR", secrets)
+        cmd.envs(env.iter().copied())
+            .env("KRALIKI_SECRETS_DIR", secrets)
             .env("KRALIKI_REDIS_KEY_PREFIX", key_prefix)
             .env("KRALIKI_TRUSTED_PROXIES", "127.0.0.1/32")
             .arg("--data-dir")
@@ -596,4 +608,105 @@ async fn two_instances_share_intrusion_blocks_through_redis() {
     assert_eq!(res.status(), 200);
     assert_eq!(a.security_events("SUSPICIOUS_ACTIVITY").len(), 6);
     assert_eq!(b.security_events("SUSPICIOUS_ACTIVITY").len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_on_one_instance_sees_live_events_raised_on_the_other() {
+    let redis = ThrowawayRedis::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    generate_key_dir(secrets.path()).await;
+    write_secret(secrets.path(), "redis_url", &redis.url());
+    let prefix = format!("kraliki-test-{}:", uuid::Uuid::new_v4().simple());
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+
+    // An operator admin on A (whose stream carries events of no
+    // organization, like a rate-limited sign-in), made on the command line.
+    let cli = |args: &[&str]| {
+        let mut cmd = kraliki();
+        cmd.env("KRALIKI_SECRETS_DIR", secrets.path())
+            .arg("--data-dir")
+            .arg(data_a.path())
+            .args(args);
+        cmd
+    };
+    let made = run(cli(&["orgs", "create", "--name", "Operator"]), None).await;
+    assert!(made.status.success(), "{}", made.stderr);
+    let operator = made.stdout.trim().to_string();
+    let email = "ops@operator.example";
+    let made = run(
+        cli(&[
+            "users", "create", "--org", &operator, "--email", email, "--role", "admin",
+        ]),
+        Some(&format!("{}\n", crate::helpers::GOOD_PASSWORD)),
+    )
+    .await;
+    assert!(made.status.success(), "{}", made.stderr);
+    let env = [("KRALIKI_OPERATOR_ORGANIZATION", operator.as_str())];
+    let (a, b) = tokio::join!(
+        Instance::start_with("A", secrets.path(), data_a.path(), &prefix, &env),
+        Instance::start("B", secrets.path(), data_b.path(), &prefix),
+    );
+
+    let http = reqwest::Client::new();
+    let res = http
+        .post(a.url("/api/auth/login"))
+        .json(&json!({"email": email, "password": crate::helpers::GOOD_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let token = res.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = http
+        .get(a.url("/api/security/events/stream"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let received = Arc::new(Mutex::new(String::new()));
+    let sink = received.clone();
+    tokio::spawn(async move {
+        let mut body = res;
+        while let Ok(Some(chunk)) = body.chunk().await {
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk));
+        }
+    });
+
+    // A sign-in flood on B: the sixth is refused there, a HIGH event.
+    let mut client = Client::new();
+    let ip = "198.51.100.60";
+    client.allowed(&b, ip, &[4, 3, 2, 1, 0]).await;
+    client.refused(&b, ip).await;
+    let raised = b.wait_for_event("RATE_LIMIT_EXCEEDED").await;
+    assert_eq!(raised["severity"], "HIGH", "{raised}");
+
+    // It reaches the admin's stream on A, once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let alerts = loop {
+        let text = received.lock().unwrap().clone();
+        let alerts: Vec<Value> = text
+            .split("\n\n")
+            .filter(|frame| frame.contains("event: security.alert"))
+            .filter_map(|frame| frame.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map(|data| serde_json::from_str(data).unwrap())
+            .collect();
+        if !alerts.is_empty() || Instant::now() > deadline {
+            break alerts;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["type"], "RATE_LIMIT_EXCEEDED");
+    assert_eq!(alerts[0]["ip"], ip);
+    assert_eq!(
+        alerts[0]["request_id"], raised["request_id"],
+        "the same event"
+    );
+    // A only passed it on: it did not log, store or alert it as its own.
+    assert!(a.security_events("RATE_LIMIT_EXCEEDED").is_empty());
 }
