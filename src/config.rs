@@ -126,6 +126,11 @@ pub struct HttpSettings {
     /// sends nothing (not even the pong) for two intervals is disconnected.
     /// Default 30.
     pub ws_ping_interval_secs: u64,
+    /// At SIGTERM or SIGINT, requests in flight get this many seconds to
+    /// finish; then the remaining connections are closed. Keep it below
+    /// the orchestrator's stop timeout (the stack's `stop_grace_period` is
+    /// 35 s). Default 30.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for HttpSettings {
@@ -134,6 +139,7 @@ impl Default for HttpSettings {
             request_timeout_secs: 30,
             header_read_timeout_secs: 10,
             ws_ping_interval_secs: 30,
+            shutdown_grace_secs: 30,
         }
     }
 }
@@ -541,10 +547,11 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
     if s.http.request_timeout_secs == 0
         || s.http.header_read_timeout_secs == 0
         || s.http.ws_ping_interval_secs == 0
+        || s.http.shutdown_grace_secs == 0
     {
         return Err(ConfigError(
-            "http.request_timeout_secs, http.header_read_timeout_secs and \
-             http.ws_ping_interval_secs must be positive"
+            "http.request_timeout_secs, http.header_read_timeout_secs, \
+             http.ws_ping_interval_secs and http.shutdown_grace_secs must be positive"
                 .into(),
         ));
     }
@@ -648,6 +655,18 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_shutdown_grace_is_a_positive_setting() {
+        let s = load(None, &env(&[]), &FlagOverrides::default()).unwrap();
+        assert_eq!(s.http.shutdown_grace_secs, 30);
+        let e = env(&[("KRALIKI_HTTP__SHUTDOWN_GRACE_SECS", "5")]);
+        let s = load(None, &e, &FlagOverrides::default()).unwrap();
+        assert_eq!(s.http.shutdown_grace_secs, 5);
+        let e = env(&[("KRALIKI_HTTP__SHUTDOWN_GRACE_SECS", "0")]);
+        let err = load(None, &e, &FlagOverrides::default()).unwrap_err();
+        assert!(err.0.contains("http.shutdown_grace_secs"), "{err}");
     }
 
     #[test]

@@ -161,11 +161,26 @@ pub async fn build_state_with_clock(
     }))
 }
 
-/// In-flight requests get this long to finish at shutdown.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// The time limits of an accept loop.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// A client must send its request head within this.
+    header_read: Duration,
+    /// In-flight requests get this long to finish at shutdown.
+    grace: Duration,
+}
+
+impl Timing {
+    fn of(http: &crate::config::HttpSettings) -> Timing {
+        Timing {
+            header_read: Duration::from_secs(http.header_read_timeout_secs),
+            grace: Duration::from_secs(http.shutdown_grace_secs),
+        }
+    }
+}
 
 /// Serve on `listener` until SIGINT or SIGTERM, then stop accepting and let
-/// in-flight requests finish (bounded by [`SHUTDOWN_GRACE`]). SIGHUP
+/// in-flight requests finish (bounded by `http.shutdown_grace_secs`). SIGHUP
 /// reloads secrets and puts rotated keys in force.
 pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
     let reloader = crate::rotation::reload_on_sighup(state.clone())?;
@@ -182,33 +197,17 @@ pub async fn serve_until(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let header_read_timeout = Duration::from_secs(state.settings.http.header_read_timeout_secs);
+    let timing = Timing::of(&state.settings.http);
     let app = crate::http::router(state.clone());
-    serve_router(
-        listener,
-        app,
-        None,
-        Some(state),
-        header_read_timeout,
-        shutdown,
-    )
-    .await
+    serve_router(listener, app, None, Some(state), timing, shutdown).await
 }
 
 /// Serve the `metrics.listen` listener (`GET /metrics` only) until SIGINT
 /// or SIGTERM.
 pub async fn serve_metrics(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
-    let header_read_timeout = Duration::from_secs(state.settings.http.header_read_timeout_secs);
+    let timing = Timing::of(&state.settings.http);
     let app = crate::http::metrics::internal_router(state);
-    serve_router(
-        listener,
-        app,
-        None,
-        None,
-        header_read_timeout,
-        shutdown_signal(),
-    )
-    .await
+    serve_router(listener, app, None, None, timing, shutdown_signal()).await
 }
 
 /// Serve HTTPS on `listener` with `cert` (and, with `redirect`, plain HTTP
@@ -233,7 +232,7 @@ pub async fn serve_https_until(
     cert: Arc<ServerCert>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let header_read_timeout = Duration::from_secs(state.settings.http.header_read_timeout_secs);
+    let timing = Timing::of(&state.settings.http);
     let https_port = listener.local_addr()?.port();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
@@ -248,7 +247,7 @@ pub async fn serve_https_until(
             crate::http::redirect::router(target),
             None,
             None,
-            header_read_timeout,
+            timing,
             until_stopped(stopped.clone()),
         ))
     });
@@ -258,7 +257,7 @@ pub async fn serve_https_until(
         app,
         Some(cert),
         Some(state),
-        header_read_timeout,
+        timing,
         until_stopped(stopped),
     );
     let signal = async {
@@ -286,14 +285,14 @@ async fn serve_router(
     app: axum::Router,
     tls: Option<Arc<ServerCert>>,
     live: Option<AppState>,
-    header_read_timeout: Duration,
+    timing: Timing,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(timing.header_read);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
@@ -370,7 +369,7 @@ async fn serve_router(
     };
     tokio::select! {
         () = drained => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+        () = tokio::time::sleep(timing.grace) => {
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
     }
