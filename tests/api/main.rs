@@ -21,6 +21,7 @@ mod rotation;
 mod security_events;
 mod sessions;
 mod shutdown;
+mod signin_hardening;
 mod smoke;
 mod stored_tokens;
 mod tenancy;

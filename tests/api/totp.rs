@@ -63,7 +63,7 @@ impl Authenticator {
     }
 
     /// Six digits that are not the code of any step near now.
-    fn wrong_code(&self) -> String {
+    pub(crate) fn wrong_code(&self) -> String {
         let now = unix_now();
         let near: Vec<String> = (0..6)
             .map(|i| code_at(&self.secret, (now / 30 + i).saturating_sub(2) * 30))
