@@ -19,34 +19,63 @@ use crate::store;
 static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-/// The key a rule counts by: the client address, or for per-user rules the
-/// authenticated user (bearer subject or session), else the address.
-fn key_for(state: &AppState, rule: &Rule, req: &Request, meta: &RequestMeta) -> String {
-    if rule.key == KeyKind::User {
-        let bearer = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token);
-        if let Some(token) = bearer {
-            let now = (state.clock.now_ms() / 1000) as i64;
-            if let Ok(claims) =
-                state
-                    .keys
-                    .get()
-                    .tokens
-                    .verify_access(token.trim(), &state.token_expectations, now)
-            {
-                return format!("user:{}", claims.sub);
-            }
-        }
-        let (parts, _) = clone_parts(req);
-        if let Some(sid) = cookie_value(&parts, SESSION_COOKIE)
-            .and_then(|c| state.keys.get().open_session(c, store::now_ms() / 1000))
+/// Who a per-user rule should count a request against, as far as the
+/// request itself says: the verified bearer subject, or the session id in
+/// a cookie this server sealed.
+enum Claimed {
+    User(String),
+    Session(String),
+}
+
+fn claimed(state: &AppState, req: &Request) -> Option<Claimed> {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token);
+    if let Some(token) = bearer {
+        let now = (state.clock.now_ms() / 1000) as i64;
+        if let Ok(claims) =
+            state
+                .keys
+                .get()
+                .tokens
+                .verify_access(token.trim(), &state.token_expectations, now)
         {
-            return format!("session:{sid}");
+            return Some(Claimed::User(claims.sub));
+        }
+    }
+    let (parts, _) = clone_parts(req);
+    cookie_value(&parts, SESSION_COOKIE)
+        .and_then(|c| state.keys.get().open_session(c, store::now_ms() / 1000))
+        .map(Claimed::Session)
+}
+
+/// The key a rule counts by: the client address, or for per-user rules the
+/// authenticated user (the bearer token's subject, or the user of the
+/// session cookie, so all of a user's sessions share one budget), else the
+/// address.
+async fn key_for(
+    state: &AppState,
+    rule: &Rule,
+    claimed: Option<Claimed>,
+    meta: &RequestMeta,
+) -> String {
+    if rule.key == KeyKind::User {
+        match claimed {
+            Some(Claimed::User(id)) => return format!("user:{id}"),
+            Some(Claimed::Session(sid)) => {
+                // A revoked or unknown session (or a database error) counts
+                // by address like any anonymous request.
+                if let Ok(Some(session)) = store::sessions::get_unscoped(&state.db, &sid).await {
+                    if session.revoked_at.is_none() {
+                        return format!("user:{}", session.user_id);
+                    }
+                }
+            }
+            None => {}
         }
     }
     format!("ip:{}", ratelimit::ip_key(meta.ip))
@@ -102,7 +131,10 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
     let Some(meta) = meta else {
         return next.run(req).await;
     };
-    let key = key_for(&state, &rule, &req, &meta);
+    let claimed = (rule.key == KeyKind::User)
+        .then(|| claimed(&state, &req))
+        .flatten();
+    let key = key_for(&state, &rule, claimed, &meta).await;
     let check = state.limiter.check(&rule, &key).await;
 
     if check.degraded_now {

@@ -357,3 +357,59 @@ async fn a_rule_keyed_by_user_gives_each_user_of_one_address_a_budget() {
     );
     assert!(header(&res, "ratelimit").starts_with("\"calls_per_user\";r=2;t="));
 }
+
+/// Sign in for a browser; the `Cookie` header value.
+async fn browser_cookie(app: &TestApp, user: &TestUser) -> String {
+    let res = app
+        .client
+        .post(app.url("/api/auth/session"))
+        .json(&json!({"email": user.email, "password": user.password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    header(&res, "set-cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_users_browser_sessions_and_tokens_share_one_budget_under_a_user_rule() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.enabled = true;
+        s.rate_limit.rules = vec![
+            Rule {
+                key: KeyKind::User,
+                ..Rule::limited("calls_per_user", Some("GET"), "/api/calls", 4, 60)
+            },
+            Rule::limited("default", None, "*", 1000, 900),
+        ];
+    })
+    .await;
+    let user = app.org_with(Role::Agent).await;
+    let other = app.create_user(&user.org, Role::Agent).await;
+    let (first, second) = (
+        browser_cookie(&app, &user).await,
+        browser_cookie(&app, &user).await,
+    );
+    assert_ne!(first, second, "two sessions");
+    let with_cookie = |cookie: &str| {
+        app.client
+            .get(app.url("/api/calls"))
+            .header("cookie", cookie.to_string())
+            .send()
+    };
+    // Two requests from each session and none left: one budget, the user's.
+    for cookie in [&first, &second, &first] {
+        assert_eq!(with_cookie(cookie).await.unwrap().status(), 200);
+    }
+    let token = app.token(&user).await;
+    assert_eq!(calls(&app, &token).await.status(), 200);
+    assert_limited(with_cookie(&second).await.unwrap(), "calls_per_user", 4, 60).await;
+    assert_eq!(calls(&app, &token).await.status(), 429);
+    // Another user from the same address is not affected.
+    let theirs = browser_cookie(&app, &other).await;
+    assert_eq!(with_cookie(&theirs).await.unwrap().status(), 200);
+}
