@@ -413,3 +413,39 @@ async fn a_users_browser_sessions_and_tokens_share_one_budget_under_a_user_rule(
     let theirs = browser_cookie(&app, &other).await;
     assert_eq!(with_cookie(&theirs).await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn severity_rises_with_repeated_violations() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.enabled = true;
+        s.rate_limit.rules = vec![
+            Rule::limited("tiny", Some("GET"), "/api/openapi.json", 1, 60),
+            Rule::limited("default", None, "*", 1000, 900),
+        ];
+    })
+    .await;
+    let get = || async {
+        app.client
+            .get(app.url("/api/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+    };
+    // Four violations, each after the previous block has ended.
+    for violation in 1..=4 {
+        assert_eq!(
+            get().await.status(),
+            200,
+            "allowed before violation {violation}"
+        );
+        let refused = get().await;
+        assert_eq!(refused.status(), 429, "violation {violation}");
+        let retry: u64 = header(&refused, "retry-after").parse().unwrap();
+        app.clock.advance(Duration::from_secs(retry + 1));
+    }
+    let events = app.events("RATE_LIMIT_EXCEEDED").await;
+    let severities: Vec<&str> = events.iter().map(|e| e.severity.as_str()).collect();
+    // Not the sign-in rule: the first violation is MEDIUM, the second and
+    // third HIGH, the fourth and later CRITICAL.
+    assert_eq!(severities, ["MEDIUM", "HIGH", "HIGH", "CRITICAL"]);
+}
