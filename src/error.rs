@@ -192,16 +192,57 @@ pub fn problem_response(problem: Problem) -> Response {
     res
 }
 
+/// Whether a database error means the database cannot be reached (down,
+/// restarting, unreachable, or every connection busy) rather than that the
+/// query was wrong: such requests get 503 and may be retried.
+pub fn database_unreachable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE classes 08 (connection exception) and 57P (the server is
+        // shutting down or starting), and too many connections.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300"),
+        _ => false,
+    }
+}
+
+/// Seconds a client is told to wait before retrying a 503.
+pub const UNAVAILABLE_RETRY_SECS: u64 = 5;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let unreachable = match &self {
+            ApiError::Internal(err) => err
+                .chain()
+                .filter_map(|e| e.downcast_ref::<sqlx::Error>())
+                .any(database_unreachable),
+            _ => false,
+        };
         if let ApiError::Internal(err) = &self {
-            tracing::error!(error = format!("{err:#}"), "request failed");
+            if unreachable {
+                tracing::warn!(error = format!("{err:#}"), "database unreachable");
+            } else {
+                tracing::error!(error = format!("{err:#}"), "request failed");
+            }
         }
-        let retry_after = match &self {
+        let this = if unreachable {
+            ApiError::Unavailable(
+                "The database is not reachable at the moment; try again shortly.".into(),
+            )
+        } else {
+            self
+        };
+        let retry_after = match &this {
             ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            ApiError::Unavailable(_) => Some(UNAVAILABLE_RETRY_SECS),
             _ => None,
         };
-        let mut res = problem_response(self.to_problem());
+        let mut res = problem_response(this.to_problem());
         if let Some(secs) = retry_after {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
@@ -224,3 +265,25 @@ impl From<sqlx::Error> for ApiError {
 
 /// Result alias for handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_a_503_with_retry_after() {
+        assert!(database_unreachable(&sqlx::Error::PoolTimedOut));
+        assert!(database_unreachable(&sqlx::Error::Io(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused)
+        )));
+        assert!(!database_unreachable(&sqlx::Error::RowNotFound));
+        let err =
+            ApiError::Internal(anyhow::Error::new(sqlx::Error::PoolTimedOut).context("query"));
+        let res = err.into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "5");
+        let other = ApiError::Internal(anyhow::anyhow!("a bug")).into_response();
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(other.headers().get(header::RETRY_AFTER).is_none());
+    }
+}

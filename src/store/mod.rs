@@ -88,7 +88,9 @@ impl Db {
         let options = AnyConnectOptions::from_str(&url).context("while parsing database_url")?;
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
-            .acquire_timeout(Duration::from_secs(10))
+            // A request waits at most this long for a connection; after that
+            // it is answered 503 (the database is down or overloaded).
+            .acquire_timeout(Duration::from_secs(5))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

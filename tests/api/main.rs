@@ -8,6 +8,7 @@ mod alerts;
 mod audit;
 mod audit_actions;
 mod cli;
+mod faults;
 mod headers;
 mod ids;
 mod metrics;
