@@ -6,6 +6,7 @@
 //! bounded: routes are the matched templates (`/api/users/{id}`), never raw
 //! paths, and nothing a client sends becomes a label value as it is.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{Key, Label, Level, Metadata, Recorder, Unit};
@@ -34,9 +35,15 @@ const KNOWN_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
 ];
 
+/// Histogram samples are buffered until they are folded into the buckets,
+/// which rendering does; nothing may render for months, so every this many
+/// requests the buffers are folded in here, keeping memory bounded.
+const UPKEEP_EVERY: u64 = 4096;
+
 /// The metrics of one server.
 pub struct Metrics {
     recorder: PrometheusRecorder,
+    recorded: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -68,7 +75,10 @@ impl Metrics {
             None,
             "Security events raised, by type and severity.".into(),
         );
-        Metrics { recorder }
+        Metrics {
+            recorder,
+            recorded: AtomicU64::new(0),
+        }
     }
 
     /// Count one answered request and its duration.
@@ -99,6 +109,9 @@ impl Metrics {
         self.recorder
             .register_histogram(&timed, &METADATA)
             .record(elapsed.as_secs_f64());
+        if self.recorded.fetch_add(1, Ordering::Relaxed) % UPKEEP_EVERY == UPKEEP_EVERY - 1 {
+            self.recorder.handle().run_upkeep();
+        }
     }
 
     /// Count one security event.
@@ -122,6 +135,24 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_folded_in_by_upkeep_are_all_counted() {
+        let m = Metrics::new();
+        let n = UPKEEP_EVERY * 2 + 10;
+        for _ in 0..n {
+            m.http_request("GET", "/health", 200, Duration::from_micros(300));
+        }
+        let text = m.render();
+        let count = format!(
+            r#"kraliki_http_request_duration_seconds_count{{method="GET",route="/health"}} {n}"#
+        );
+        assert!(text.contains(&count), "{text}");
+        let fast = format!(
+            r#"kraliki_http_request_duration_seconds_bucket{{method="GET",route="/health",le="0.0005"}} {n}"#
+        );
+        assert!(text.contains(&fast), "{text}");
+    }
 
     #[test]
     fn renders_counts_by_label() {

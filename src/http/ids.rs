@@ -46,7 +46,7 @@ pub async fn inspect(State(state): State<AppState>, req: Request, next: Next) ->
     let now = state.clock.now_ms();
     if mode == IdsMode::Enforce {
         if let Some(until) = state.blocklist.blocked_until(meta.ip, now).await {
-            return blocked_response((until - now).div_ceil(1000));
+            return blocked_response(until.saturating_sub(now).div_ceil(1000));
         }
     }
 
@@ -103,8 +103,12 @@ pub async fn inspect(State(state): State<AppState>, req: Request, next: Next) ->
                 .await;
         }
         if mode == IdsMode::Enforce {
-            if let HitOutcome::Blocked(until) = state.blocklist.hit(meta.ip, now).await {
-                let secs = (until - now).div_ceil(1000);
+            let outcome = state.blocklist.hit(meta.ip, now).await;
+            if let HitOutcome::StillBlocked(until) = outcome {
+                return blocked_response(until.saturating_sub(now).div_ceil(1000));
+            }
+            if let HitOutcome::Blocked(until) = outcome {
+                let secs = until.saturating_sub(now).div_ceil(1000);
                 state
                     .security
                     .record(

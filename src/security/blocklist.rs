@@ -39,6 +39,9 @@ pub enum HitOutcome {
     /// This hit reached the threshold: the address is now blocked until
     /// the given time (unix ms).
     Blocked(u64),
+    /// The address was already blocked until the given time (the request
+    /// passed the block check just before another one blocked it).
+    StillBlocked(u64),
 }
 
 /// The address a client is counted and blocked by.
@@ -69,7 +72,9 @@ pub struct Blocklist {
 /// block (its end, unix ms). ARGV: now, window, threshold, block length
 /// (all ms) and a unique member for this hit. Returns `{1, until}` when
 /// this hit blocks the address, else `{0, hits in the window}`. Times come
-/// from the caller's clock; the expiries only clean up.
+/// from the caller's clock; the expiries only clean up. A hit while the
+/// address is already blocked (it raced the block check) answers
+/// `{2, until}`.
 const HIT_SCRIPT: &str = r#"
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -79,8 +84,11 @@ local blocked_until = tonumber(redis.call('GET', KEYS[2]) or '0')
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 redis.call('ZADD', KEYS[1], now, ARGV[5])
 redis.call('PEXPIRE', KEYS[1], window)
+if blocked_until > now then
+  return {2, blocked_until}
+end
 local hits = redis.call('ZCARD', KEYS[1])
-if hits >= threshold and blocked_until <= now then
+if hits >= threshold then
   local u = now + block
   redis.call('SET', KEYS[2], u, 'PX', block)
   redis.call('DEL', KEYS[1])
@@ -139,10 +147,10 @@ impl Shared {
             .invoke_async(&mut conn)
             .await?;
         let value = u64::try_from(value).unwrap_or(0);
-        Ok(if blocked == 1 {
-            HitOutcome::Blocked(value)
-        } else {
-            HitOutcome::Counted(value as usize)
+        Ok(match blocked {
+            1 => HitOutcome::Blocked(value),
+            2 => HitOutcome::StillBlocked(value),
+            _ => HitOutcome::Counted(value as usize),
         })
     }
 }
@@ -194,7 +202,11 @@ impl Blocklist {
         match bounded(shared.blocked_until(ip)).await {
             Ok(until) => {
                 shared.answered();
-                until.filter(|u| *u > now)
+                let until = until.filter(|u| *u > now)?;
+                // Remember it here: a blocked client flooding for the whole
+                // block costs no further Redis calls.
+                self.block_locally(ip, until);
+                Some(until)
             }
             Err(e) => {
                 shared.failed(now, &e);
@@ -209,12 +221,21 @@ impl Blocklist {
             match bounded(shared.hit(ip, now, self)).await {
                 Ok(outcome) => {
                     shared.answered();
+                    if let HitOutcome::Blocked(until) | HitOutcome::StillBlocked(until) = outcome {
+                        self.block_locally(ip, until);
+                    }
                     return outcome;
                 }
                 Err(e) => shared.failed(now, &e),
             }
         }
         self.hit_locally(ip, now)
+    }
+
+    fn block_locally(&self, ip: IpAddr, until: u64) {
+        let mut entries = self.entries.lock().expect("blocklist lock");
+        let entry = entries.entry(network(ip)).or_default();
+        entry.blocked_until = Some(entry.blocked_until.map_or(until, |u| u.max(until)));
     }
 
     fn blocked_locally(&self, ip: IpAddr, now: u64) -> Option<u64> {
@@ -233,6 +254,9 @@ impl Blocklist {
         }
         let entry = entries.entry(ip).or_default();
         entry.last_seen = now;
+        if let Some(until) = entry.blocked_until.filter(|u| *u > now) {
+            return HitOutcome::StillBlocked(until);
+        }
         while entry
             .hits
             .front()
@@ -241,7 +265,7 @@ impl Blocklist {
             entry.hits.pop_front();
         }
         entry.hits.push_back(now);
-        if entry.hits.len() >= self.threshold && entry.blocked_until.is_none_or(|u| u <= now) {
+        if entry.hits.len() >= self.threshold {
             let until = now + self.block_ms;
             entry.blocked_until = Some(until);
             entry.hits.clear();
@@ -274,6 +298,8 @@ mod tests {
         assert_eq!(b.hit(ip, 0).await, HitOutcome::Counted(1));
         assert_eq!(b.hit(ip, 10).await, HitOutcome::Counted(2));
         assert_eq!(b.hit(ip, 20).await, HitOutcome::Blocked(5020));
+        // A hit that raced the block check neither blocks anew nor counts.
+        assert_eq!(b.hit(ip, 30).await, HitOutcome::StillBlocked(5020));
         assert_eq!(b.blocked_until(ip, 100).await, Some(5020));
         assert_eq!(
             b.blocked_until("192.0.2.2".parse().unwrap(), 100).await,
@@ -325,6 +351,11 @@ mod tests {
         assert_eq!(b.hit(ip, now + 2).await, HitOutcome::Blocked(now + 5002));
         assert_eq!(a.blocked_until(ip, now + 3).await, Some(now + 5002));
         assert_eq!(b.blocked_until(ip, now + 3).await, Some(now + 5002));
+        let racing = shared(&prefix);
+        assert_eq!(
+            racing.hit(ip, now + 4).await,
+            HitOutcome::StillBlocked(now + 5002)
+        );
         // Another address, and the same one once the block is over, are
         // not blocked; a different prefix shares nothing.
         let other: IpAddr = "198.51.100.21".parse().unwrap();
