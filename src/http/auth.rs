@@ -667,10 +667,22 @@ pub async fn totp_verify(
             "The code is incorrect.",
         ));
     };
+    // Spend the step first: a code works once, also against a second
+    // verification racing this one.
+    if !store::totp::use_step(&state.db, &p.org, &p.user_id, step as i64).await? {
+        return Err(ApiError::field(
+            "code",
+            "invalid_code",
+            "The code is incorrect.",
+        ));
+    }
     let codes = totp::generate_recovery_codes(10);
     let hashes: Vec<String> = codes.iter().map(|c| totp::hash_recovery_code(c)).collect();
-    store::totp::confirm(&state.db, &p.org, &p.user_id, &hashes).await?;
-    store::totp::use_step(&state.db, &p.org, &p.user_id, step as i64).await?;
+    if !store::totp::confirm(&state.db, &p.org, &p.user_id, &hashes).await? {
+        return Err(ApiError::Conflict(
+            "The second factor is already confirmed.".into(),
+        ));
+    }
     let entry = AuditEvent::by_user(
         &p.user_id,
         &p.org.0,

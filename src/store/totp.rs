@@ -74,22 +74,28 @@ pub async fn use_step(db: &Db, org: &OrgId, user_id: &str, step: i64) -> sqlx::R
     Ok(r.rows_affected() == 1)
 }
 
-/// Confirm an enrolment and replace the recovery codes.
+/// Confirm an unconfirmed enrolment and replace the recovery codes;
+/// false (and nothing changed) when it was confirmed meanwhile, so two
+/// racing confirmations cannot both succeed.
 pub async fn confirm(
     db: &Db,
     org: &OrgId,
     user_id: &str,
     code_hashes: &[String],
-) -> sqlx::Result<()> {
+) -> sqlx::Result<bool> {
     let mut tx = db.pool.begin().await?;
-    sqlx::query(
-        "UPDATE totp_enrolments SET confirmed_at = $1 WHERE organization_id = $2 AND user_id = $3",
+    let confirmed = sqlx::query(
+        "UPDATE totp_enrolments SET confirmed_at = $1 \
+         WHERE organization_id = $2 AND user_id = $3 AND confirmed_at IS NULL",
     )
     .bind(now_ms())
     .bind(&org.0)
     .bind(user_id)
     .execute(&mut *tx)
     .await?;
+    if confirmed.rows_affected() != 1 {
+        return Ok(false);
+    }
     sqlx::query("DELETE FROM recovery_codes WHERE organization_id = $1 AND user_id = $2")
         .bind(&org.0)
         .bind(user_id)
@@ -107,7 +113,8 @@ pub async fn confirm(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Remove the enrolment and recovery codes.

@@ -704,3 +704,47 @@ async fn a_restricted_browser_session_is_replaced_when_enrolment_completes() {
     assert_eq!(entries[0].actor_id.as_deref(), Some(supervisor.id.as_str()));
     assert!(entries[0].details.contains("second factor enrolled"));
 }
+
+#[tokio::test]
+async fn two_racing_verifications_confirm_once_and_renew_one_session() {
+    let app = spawn_app().await;
+    let admin = app.org_with(Role::Admin).await;
+    let admin_token = app.token(&admin).await;
+    enrol(&app, &admin_token).await;
+    assert_eq!(set_policy(&app, &admin_token, true).await.status(), 200);
+    let supervisor = app.create_user(&admin.org, Role::Supervisor).await;
+    let restricted = access(&app.login(&supervisor).await);
+    let mut auth = begin(&app, &restricted).await;
+    let code = auth.fresh_code().await;
+
+    let verify = || {
+        post_json(
+            &app,
+            "/api/auth/totp/verify",
+            &restricted,
+            json!({"code": code}),
+        )
+    };
+    let (first, second) = tokio::join!(verify(), verify());
+    let mut statuses = [first.status().as_u16(), second.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses[0], 200, "{statuses:?}");
+    assert!(
+        statuses[1] == 400 || statuses[1] == 409,
+        "the other is refused: {statuses:?}"
+    );
+    let live: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(&supervisor.id)
+    .fetch_one(&app.state.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(live, 1, "one session replaced the restricted one");
+    let codes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1")
+        .bind(&supervisor.id)
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(codes, 10, "one set of recovery codes");
+}
