@@ -67,11 +67,20 @@ async fn key_for(
         match claimed {
             Some(Claimed::User(id)) => return format!("user:{id}"),
             Some(Claimed::Session(sid)) => {
-                // A revoked or unknown session (or a database error) counts
-                // by address like any anonymous request.
-                if let Ok(Some(session)) = store::sessions::get_unscoped(&state.db, &sid).await {
-                    if session.revoked_at.is_none() {
-                        return format!("user:{}", session.user_id);
+                // Only a live browser session (the checks of the principal
+                // extractor) names its user; a revoked, expired or unknown
+                // one, or a database error, counts by address like any
+                // anonymous request. Per-user rules are opt-in; each costs
+                // this one read per cookie request.
+                let now = store::now_ms();
+                let idle_ms = state.settings.auth.session_idle_secs * 1000;
+                if let Ok(Some(s)) = store::sessions::get_unscoped(&state.db, &sid).await {
+                    let live = s.kind == "browser"
+                        && s.revoked_at.is_none()
+                        && s.absolute_expires_at > now
+                        && s.last_seen_at + idle_ms > now;
+                    if live {
+                        return format!("user:{}", s.user_id);
                     }
                 }
             }

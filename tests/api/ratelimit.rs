@@ -358,8 +358,8 @@ async fn a_rule_keyed_by_user_gives_each_user_of_one_address_a_budget() {
     assert!(header(&res, "ratelimit").starts_with("\"calls_per_user\";r=2;t="));
 }
 
-/// Sign in for a browser; the `Cookie` header value.
-async fn browser_cookie(app: &TestApp, user: &TestUser) -> String {
+/// Sign in for a browser; the `Cookie` header value and the CSRF token.
+async fn browser_session(app: &TestApp, user: &TestUser) -> (String, String) {
     let res = app
         .client
         .post(app.url("/api/auth/session"))
@@ -368,11 +368,13 @@ async fn browser_cookie(app: &TestApp, user: &TestUser) -> String {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    header(&res, "set-cookie")
+    let cookie = header(&res, "set-cookie")
         .split(';')
         .next()
         .unwrap()
-        .to_string()
+        .to_string();
+    let body: serde_json::Value = res.json().await.unwrap();
+    (cookie, body["csrf_token"].as_str().unwrap().to_string())
 }
 
 #[tokio::test]
@@ -390,9 +392,9 @@ async fn a_users_browser_sessions_and_tokens_share_one_budget_under_a_user_rule(
     .await;
     let user = app.org_with(Role::Agent).await;
     let other = app.create_user(&user.org, Role::Agent).await;
-    let (first, second) = (
-        browser_cookie(&app, &user).await,
-        browser_cookie(&app, &user).await,
+    let ((first, _), (second, second_csrf)) = (
+        browser_session(&app, &user).await,
+        browser_session(&app, &user).await,
     );
     assert_ne!(first, second, "two sessions");
     let with_cookie = |cookie: &str| {
@@ -410,8 +412,26 @@ async fn a_users_browser_sessions_and_tokens_share_one_budget_under_a_user_rule(
     assert_limited(with_cookie(&second).await.unwrap(), "calls_per_user", 4, 60).await;
     assert_eq!(calls(&app, &token).await.status(), 429);
     // Another user from the same address is not affected.
-    let theirs = browser_cookie(&app, &other).await;
+    let (theirs, _) = browser_session(&app, &other).await;
     assert_eq!(with_cookie(&theirs).await.unwrap().status(), 200);
+    // A signed-out session no longer names its user: it counts by address
+    // (a fresh budget here), and is refused as signed out.
+    let res = app
+        .client
+        .post(app.url("/api/auth/logout"))
+        .header("cookie", second.clone())
+        .header("x-csrf-token", second_csrf)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let res = with_cookie(&second).await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(
+        header(&res, "ratelimit").starts_with("\"calls_per_user\";r=3;t="),
+        "{}",
+        header(&res, "ratelimit")
+    );
 }
 
 #[tokio::test]
