@@ -407,6 +407,16 @@ impl OutboundClient {
     }
 
     fn build(settings: &OutboundSettings, lookup: Option<Lookup>) -> Result<Self, OutboundError> {
+        Self::build_with(settings, lookup, |builder| builder)
+    }
+
+    /// [`OutboundClient::build`], with `adjust` applied last to the
+    /// configured builder (the unit tests add a test certificate authority).
+    fn build_with(
+        settings: &OutboundSettings,
+        lookup: Option<Lookup>,
+        adjust: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+    ) -> Result<Self, OutboundError> {
         let allow = settings.allow_list().map_err(OutboundError::Setup)?;
         let policy = Arc::new(AddressPolicy::new(allow));
         let timeout = Duration::from_secs(settings.timeout_secs.max(1));
@@ -422,7 +432,8 @@ impl OutboundClient {
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(redirect_policy(policy.clone()))
-            .dns_resolver(Arc::new(resolver))
+            .dns_resolver(Arc::new(resolver));
+        let client = adjust(client)
             .build()
             .map_err(|e| OutboundError::Setup(error_chain(&e.without_url())))?;
         Ok(OutboundClient { client, policy })
@@ -720,5 +731,152 @@ mod tests {
         let err = client.get("http://nowhere.example/").await.unwrap_err();
         assert!(matches!(err, OutboundError::Resolve { .. }), "{err:?}");
         assert!(err.is_transient());
+    }
+
+    /// What a raw test server answers to a path: a whole HTTP/1.1 response.
+    type Answer = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+    /// Answer every connection to `listener` with `answer(path)`, one
+    /// request per connection, recording each request head in `heads`.
+    /// With `tls`, connections are TLS first.
+    fn serve_raw(
+        listener: tokio::net::TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        heads: Arc<std::sync::Mutex<Vec<String>>>,
+        answer: Answer,
+    ) {
+        use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+        async fn one<S: AsyncRead + AsyncWrite + Unpin>(
+            mut stream: S,
+            heads: Arc<std::sync::Mutex<Vec<String>>>,
+            answer: Answer,
+        ) {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+            heads.lock().unwrap().push(head);
+            let _ = stream.write_all(answer(&path).as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (tls, heads, answer) = (tls.clone(), heads.clone(), answer.clone());
+                tokio::spawn(async move {
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                one(stream, heads, answer).await;
+                            }
+                        }
+                        None => one(tcp, heads, answer).await,
+                    }
+                });
+            }
+        });
+    }
+
+    fn found(location: &str) -> String {
+        format!(
+            "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        )
+    }
+
+    fn ok(body: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[tokio::test]
+    async fn an_https_redirect_to_http_is_refused_and_no_referer_is_sent() {
+        // A plain server on one port and an HTTPS server for
+        // `secure.example` on another, both on 127.0.0.1; the client
+        // trusts the HTTPS server's self-signed certificate. Its
+        // `/to-http` redirects to the plain server, `/to-https` to itself.
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plain_port = plain.local_addr().unwrap().port();
+        let plain_heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        serve_raw(plain, None, plain_heads.clone(), Arc::new(|_| ok("plain")));
+
+        let cert = rcgen::generate_simple_self_signed(vec!["secure.example".to_string()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+        let secure = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let secure_port = secure.local_addr().unwrap().port();
+        let secure_heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        serve_raw(
+            secure,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+            secure_heads.clone(),
+            Arc::new(move |path| match path {
+                "/to-http" => found(&format!("http://127.0.0.1:{plain_port}/landed")),
+                "/to-https" => found("/landed"),
+                _ => ok("landed"),
+            }),
+        );
+
+        let lookup: Lookup = Arc::new(|host: &str| match host {
+            "secure.example" => vec![ip("127.0.0.1")],
+            _ => Vec::new(),
+        });
+        let settings = OutboundSettings {
+            allow: vec!["127.0.0.1".into()],
+            ..OutboundSettings::default()
+        };
+        let ca = reqwest::Certificate::from_der(cert.cert.der()).unwrap();
+        let client =
+            OutboundClient::build_with(&settings, Some(lookup), |b| b.add_root_certificate(ca))
+                .unwrap();
+        let base = format!("https://secure.example:{secure_port}");
+
+        // The controls: https to https is followed (without a `Referer`),
+        // and the plain server answers when called directly.
+        let res = client.get(&format!("{base}/to-https")).await.unwrap();
+        assert_eq!(res.text().await.unwrap(), "landed");
+        let heads = secure_heads.lock().unwrap().clone();
+        assert_eq!(heads.len(), 2, "{heads:?}");
+        assert!(heads[1].starts_with("GET /landed "), "{}", heads[1]);
+        assert!(
+            !heads[1].to_ascii_lowercase().contains("\r\nreferer:"),
+            "{}",
+            heads[1]
+        );
+        let direct = format!("http://127.0.0.1:{plain_port}/landed");
+        assert_eq!(
+            client.get(&direct).await.unwrap().text().await.unwrap(),
+            "plain"
+        );
+        assert_eq!(plain_heads.lock().unwrap().len(), 1);
+
+        // From https to http: refused, and the plain server never asked.
+        let err = client.get(&format!("{base}/to-http")).await.unwrap_err();
+        assert_eq!(
+            err,
+            OutboundError::Redirect {
+                host: "secure.example".into(),
+                reason: "from https to http",
+            }
+        );
+        assert!(!err.is_transient());
+        assert_eq!(secure_heads.lock().unwrap().len(), 3);
+        assert_eq!(plain_heads.lock().unwrap().len(), 1);
     }
 }

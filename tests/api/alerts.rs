@@ -1,8 +1,9 @@
 //! The alert webhook end to end: security events raised through real HTTP
 //! reach a local receiver, signed with the secret from the test's secrets
 //! folder, de-duplicated per type and address, retried when the receiver
-//! fails, and free of secrets. Production start-up refusals run the real
-//! binary.
+//! fails (and given up after `alerts.max_attempts`), and free of secrets.
+//! Start-up refusals (production rules, a secret under 32 characters) run
+//! the real binary.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -328,6 +329,35 @@ async fn a_receiver_refusing_the_alert_is_not_asked_again() {
 }
 
 #[tokio::test]
+async fn a_receiver_failing_every_time_is_given_up_after_max_attempts() {
+    let receiver = Receiver::start(&[500; 20]).await;
+    let app = alerting_app(&receiver, |s| {
+        s.alerts.max_attempts = 4;
+        s.alerts.retry_base_ms = 20;
+    })
+    .await;
+    let admin = app.org_with(Role::Admin).await;
+    let cookie = browser_cookie(&app, &admin).await;
+
+    csrf_violation(&app, &cookie).await;
+    let all = receiver.wait_for(4).await;
+    // A fifth attempt would come 160 ms after the fourth.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(receiver.deliveries().len(), 4, "four attempts, then none");
+    assert!(all.windows(2).all(|w| w[0].body == w[1].body));
+    assert_eq!(of_type(&all, "CSRF_VIOLATION").len(), 4);
+
+    // Giving up on one alert does not stop the next, which gets its own
+    // four attempts.
+    token_reuse(&app, &admin).await;
+    receiver.wait_for(8).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let all = receiver.deliveries();
+    assert_eq!(all.len(), 8);
+    assert_eq!(of_type(&all, "TOKEN_REUSE_DETECTED").len(), 4);
+}
+
+#[tokio::test]
 async fn medium_events_raise_no_alert() {
     let receiver = Receiver::start(&[]).await;
     let app = alerting_app(&receiver, |_| {}).await;
@@ -416,4 +446,47 @@ async fn production_refuses_an_unsigned_or_plain_http_webhook() {
         "{}",
         done.stderr
     );
+}
+
+/// Development `kraliki serve` with the secrets in `secrets`, alerting to a
+/// local address the outbound guard is told to allow.
+fn development_serve(secrets: &std::path::Path, data: &std::path::Path) -> tokio::process::Command {
+    let mut cmd = kraliki();
+    cmd.env("KRALIKI_SECRETS_DIR", secrets)
+        .env("KRALIKI_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+        .env("KRALIKI_OUTBOUND__ALLOW", "127.0.0.1")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0"]);
+    cmd
+}
+
+#[tokio::test]
+async fn an_alert_webhook_secret_under_32_characters_is_refused_at_start() {
+    let secrets = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    generate_key_dir(secrets.path()).await;
+    let file = secrets.path().join("alert_webhook_secret");
+    let generated = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert!(generated.len() > 32, "keys generate makes a longer one");
+
+    // 31 characters, and the same padded with blanks past 32: refused, in
+    // development too, naming the secret and never showing it.
+    let short = &generated[..31];
+    for value in [short.to_string(), format!("  {short}  \n")] {
+        std::fs::write(&file, &value).unwrap();
+        let done = expect_refused(development_serve(secrets.path(), data.path())).await;
+        assert!(
+            done.stderr.contains("alert_webhook_secret") && done.stderr.contains("32"),
+            "{}",
+            done.stderr
+        );
+        assert!(!done.stderr.contains(short), "{}", done.stderr);
+        assert!(!done.stdout.contains(short), "{}", done.stdout);
+    }
+
+    // 32 characters are enough.
+    std::fs::write(&file, &generated[..32]).unwrap();
+    let running = expect_listening(development_serve(secrets.path(), data.path())).await;
+    running.stop().await;
 }

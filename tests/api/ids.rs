@@ -1,7 +1,8 @@
 //! Intrusion detection over real HTTP: events name the rule and field,
 //! repeated hits block an address (and only that one), observe mode only
-//! logs, and the repository's corpora replay as expected: zero events for
-//! 450+ benign call-center requests, the expected rule for every attack.
+//! logs, off mode inspects nothing, and the repository's corpora replay as
+//! expected: zero events for 450+ benign call-center requests, the expected
+//! rule for every attack.
 
 use std::time::Duration;
 
@@ -187,6 +188,50 @@ async fn observe_mode_logs_but_never_blocks() {
     assert_eq!(events.len(), 12);
     assert!(events.iter().all(|d| d["mode"] == "observe"));
     assert!(app.events("IP_BLOCKED").await.is_empty());
+}
+
+#[tokio::test]
+async fn off_mode_inspects_nothing_and_never_blocks() {
+    use kraliki::config::IdsMode;
+    // A threshold of one: any inspection would block at the first attack.
+    let strict = |mode: IdsMode| {
+        move |s: &mut kraliki::config::Settings| {
+            s.ids.mode = mode;
+            s.ids.block_threshold = 1;
+        }
+    };
+    let attack = |app: &TestApp| {
+        app.client
+            .get(app.url(
+                "/api/calls?q=<script>alert(1)</script>&path=../../etc/passwd\
+                 &id=1'%20UNION%20SELECT%20password%20FROM%20users--",
+            ))
+            .header("user-agent", "sqlmap/1.7.2#stable (https://sqlmap.org)")
+            .send()
+    };
+
+    // The control: the same request is found, and blocked, when enforced.
+    let enforced = spawn_app_with(strict(IdsMode::Enforce)).await;
+    assert_eq!(attack(&enforced).await.unwrap().status(), 403);
+    assert!(!suspicious(&enforced).await.is_empty());
+
+    let app = spawn_app_with(strict(IdsMode::Off)).await;
+    for i in 0..12 {
+        let res = attack(&app).await.unwrap();
+        assert_eq!(res.status(), 401, "request {i} goes on to its route");
+    }
+    let res = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    assert!(suspicious(&app).await.is_empty());
+    assert!(app.events("IP_BLOCKED").await.is_empty());
+    let logged: Vec<Value> = app
+        .log
+        .lines()
+        .into_iter()
+        .filter(|l| l["type"] == "SUSPICIOUS_ACTIVITY" || l["type"] == "IP_BLOCKED")
+        .collect();
+    assert!(logged.is_empty(), "{logged:?}");
 }
 
 #[tokio::test]

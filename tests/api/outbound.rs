@@ -1,13 +1,14 @@
 //! The outbound request guard over real sockets: loopback, private,
 //! metadata and IPv6 loopback targets are refused before any connection,
-//! names are judged by what they resolve to, every redirect is checked, and
-//! the allow-list opens a local server.
+//! names are judged by what they resolve to, every redirect is checked (and
+//! at most five followed), and the allow-list opens a local server.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -36,7 +37,8 @@ fn redirect_to(location: &'static str) -> impl IntoResponse {
 }
 
 /// Start the upstream on 127.0.0.1:0: `/ok` answers 200 `ok`, `/slow`
-/// after two seconds, the `/to-*` routes redirect.
+/// after two seconds, the `/to-*` routes redirect, and `/hop/<n>` is a
+/// chain of `n` redirects to `/hop/0`, which answers `arrived`.
 async fn upstream() -> Upstream {
     let hits = Arc::new(AtomicUsize::new(0));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -69,6 +71,17 @@ async fn upstream() -> Upstream {
             get(|| async { redirect_to("gopher://127.0.0.1/") }),
         )
         .route("/to-self", get(move || async move { redirect_to(here) }))
+        .route(
+            "/hop/{n}",
+            get(|Path(n): Path<u32>| async move {
+                if n == 0 {
+                    "arrived".into_response()
+                } else {
+                    let next = format!("/hop/{}", n - 1);
+                    (StatusCode::FOUND, [(header::LOCATION, next)]).into_response()
+                }
+            }),
+        )
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let counter = counter.clone();
@@ -206,6 +219,32 @@ async fn redirects_to_refused_targets_are_not_followed() {
     // and the first hop already.
     let strict = OutboundClient::with_resolver(&settings(&[]), lookup()).unwrap();
     assert_forbidden(strict.get(&up.url("/to-metadata")).await, "127.0.0.1");
+}
+
+#[tokio::test]
+async fn at_most_five_redirects_are_followed() {
+    assert_eq!(kraliki::security::outbound::MAX_REDIRECTS, 5);
+    let up = upstream().await;
+    let client = OutboundClient::with_resolver(&settings(&["127.0.0.1"]), lookup()).unwrap();
+
+    // Five redirects: followed to the end.
+    let res = client.get(&up.url("/hop/5")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "arrived");
+    assert_eq!(up.hits(), 6);
+
+    // Six: the sixth is refused, and its target never asked.
+    let err = client.get(&up.url("/hop/6?token=abc")).await.unwrap_err();
+    assert_eq!(
+        err,
+        OutboundError::Redirect {
+            host: "127.0.0.1".into(),
+            reason: "too many redirects",
+        }
+    );
+    assert!(!err.to_string().contains("hop"), "{err}");
+    assert_eq!(up.hits(), 6 + 6, "/hop/6 to /hop/1 answered, /hop/0 never");
+    assert!(!err.is_transient(), "retrying would not help");
 }
 
 #[tokio::test]

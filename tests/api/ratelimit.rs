@@ -1,7 +1,9 @@
 //! Rate limits over real HTTP: the login rule, the IETF fields, progressive
 //! blocks (with the manual clock), and client addresses behind proxies; the
 //! other default rules (registration and password-reset mails 3 an hour,
-//! calls 50 a minute), and per-user budgets for rules keyed by user.
+//! calls 50 a minute, webhooks 100 a minute, the rest of the API 1000 and
+//! everything else 100 per 15 minutes; health checks and assets never
+//! counted), and per-user budgets for rules keyed by user.
 
 use std::time::Duration;
 
@@ -468,4 +470,185 @@ async fn severity_rises_with_repeated_violations() {
     // Not the sign-in rule: the first violation is MEDIUM, the second and
     // third HIGH, the fourth and later CRITICAL.
     assert_eq!(severities, ["MEDIUM", "HIGH", "HIGH", "CRITICAL"]);
+}
+
+/// `GET path` without credentials.
+async fn get(app: &TestApp, path: &str) -> reqwest::Response {
+    app.client.get(app.url(path)).send().await.unwrap()
+}
+
+/// Assert an allowed answer of rule `name` (`limit` per `window` seconds)
+/// with `left` requests left.
+fn assert_counted(res: &reqwest::Response, name: &str, limit: u64, window: u64, left: u64) {
+    assert_ne!(res.status(), 429, "{} was refused", res.url());
+    assert_eq!(
+        header(res, "ratelimit-policy"),
+        format!("\"{name}\";q={limit};w={window}"),
+        "{}",
+        res.url()
+    );
+    let rl = header(res, "ratelimit");
+    assert!(
+        rl.starts_with(&format!("\"{name}\";r={left};t=")),
+        "{}: {rl}",
+        res.url()
+    );
+}
+
+#[tokio::test]
+async fn the_api_allows_a_thousand_requests_per_fifteen_minutes_from_one_address() {
+    let app = limited_app(&[]).await;
+    // Answered, refused and unknown routes under /api share the budget.
+    let paths = ["/api/auth/me", "/api/users", "/api/no-such-route", "/api"];
+    for i in 0..1000u64 {
+        let path = paths[i as usize % paths.len()];
+        let res = get(&app, path).await;
+        let expected = if path.starts_with("/api/auth") || path == "/api/users" {
+            401
+        } else {
+            404
+        };
+        assert_eq!(res.status(), expected, "request {i} to {path}");
+        assert_counted(&res, "api", 1000, 900, 999 - i);
+    }
+    assert_limited(get(&app, "/api/auth/me").await, "api", 1000, 900).await;
+    assert_eq!(get(&app, "/api/no-such-route").await.status(), 429);
+    assert_eq!(exceeded_rules(&app).await, ["api"]);
+
+    // Calls and the console are other budgets.
+    let user = app.org_with(Role::Agent).await;
+    let res = app.get_auth("/api/calls", &app.token(&user).await).await;
+    assert_eq!(res.status(), 200);
+    assert_counted(&res, "calls", 50, 60, 49);
+    let res = get(&app, "/").await;
+    assert_eq!(res.status(), 200);
+    assert_counted(&res, "default", 100, 900, 99);
+
+    // Still refused late in the window; allowed again once it is over.
+    app.clock.advance(Duration::from_secs(850));
+    assert_eq!(get(&app, "/api/auth/me").await.status(), 429);
+    app.clock.advance(Duration::from_secs(51));
+    let res = get(&app, "/api/auth/me").await;
+    assert_eq!(res.status(), 401);
+    assert_counted(&res, "api", 1000, 900, 999);
+}
+
+#[tokio::test]
+async fn everything_else_allows_a_hundred_requests_per_fifteen_minutes_from_one_address() {
+    let app = limited_app(&[]).await;
+    // The console, the key set, the metrics and unknown pages share it.
+    let paths = [
+        ("/", 200),
+        ("/.well-known/jwks.json", 200),
+        ("/metrics", 401),
+        ("/no-such-page", 404),
+        // Only the exact exempt paths are exempt.
+        ("/healthz", 404),
+    ];
+    for i in 0..100u64 {
+        let (path, status) = paths[i as usize % paths.len()];
+        let res = get(&app, path).await;
+        assert_eq!(res.status(), status, "request {i} to {path}");
+        assert_counted(&res, "default", 100, 900, 99 - i);
+    }
+    assert_limited(get(&app, "/").await, "default", 100, 900).await;
+    assert_eq!(get(&app, "/.well-known/jwks.json").await.status(), 429);
+    assert_eq!(exceeded_rules(&app).await, ["default"]);
+
+    // The API is another budget.
+    let res = get(&app, "/api/auth/me").await;
+    assert_eq!(res.status(), 401);
+    assert_counted(&res, "api", 1000, 900, 999);
+
+    app.clock.advance(Duration::from_secs(901));
+    let res = get(&app, "/").await;
+    assert_eq!(res.status(), 200);
+    assert_counted(&res, "default", 100, 900, 99);
+}
+
+#[tokio::test]
+async fn health_ready_and_assets_are_never_counted_or_limited() {
+    let app = limited_app(&[]).await;
+    let exempt = [
+        ("/health", 200),
+        ("/ready", 200),
+        ("/assets/kraliki.css", 200),
+        ("/favicon.ico", 200),
+        ("/static/app.js", 404),
+    ];
+    // Well past the default budget of 100 on each of them.
+    for i in 0..120 {
+        for (path, status) in exempt {
+            let res = get(&app, path).await;
+            assert_eq!(res.status(), status, "request {i} to {path}");
+            assert!(
+                res.headers().get("ratelimit-policy").is_none()
+                    && res.headers().get("ratelimit").is_none(),
+                "{path} carries rate-limit fields"
+            );
+        }
+    }
+    // None of that was counted against the address's default budget...
+    let res = get(&app, "/").await;
+    assert_counted(&res, "default", 100, 900, 99);
+
+    // ...and they stay open to an address refused everywhere else.
+    for _ in 0..99 {
+        get(&app, "/").await;
+    }
+    assert_eq!(get(&app, "/").await.status(), 429);
+    for (path, status) in exempt {
+        let res = get(&app, path).await;
+        assert_eq!(res.status(), status, "{path} after the default limit");
+        assert!(res.headers().get("ratelimit-policy").is_none());
+    }
+    assert_eq!(exceeded_rules(&app).await, ["default"]);
+}
+
+#[tokio::test]
+async fn webhooks_allow_a_hundred_a_minute_even_without_a_route() {
+    let app = limited_app(&[]).await;
+    let paths = [
+        "/api/webhooks/twilio/voice",
+        "/api/webhooks/telnyx",
+        "/api/webhooks",
+    ];
+    let post = |path: &str| {
+        app.client
+            .post(app.url(path))
+            .json(&json!({"CallSid": "CA00000000000000000000000000000000"}))
+            .send()
+    };
+    for i in 0..100u64 {
+        let path = paths[i as usize % paths.len()];
+        let res = post(path).await.unwrap();
+        assert_eq!(res.status(), 404, "request {i} to {path}: no route yet");
+        assert_counted(&res, "webhooks", 100, 60, 99 - i);
+    }
+    assert_limited(
+        post("/api/webhooks/twilio/voice").await.unwrap(),
+        "webhooks",
+        100,
+        60,
+    )
+    .await;
+    let res = app
+        .client
+        .get(app.url("/api/webhooks/telnyx"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429, "every method shares the budget");
+    assert_eq!(exceeded_rules(&app).await, ["webhooks"]);
+
+    // The rest of the API is another budget.
+    let res = get(&app, "/api/auth/me").await;
+    assert_eq!(res.status(), 401);
+    assert_counted(&res, "api", 1000, 900, 999);
+
+    // A minute later webhooks are allowed again.
+    app.clock.advance(Duration::from_secs(61));
+    let res = post("/api/webhooks/telnyx").await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert_counted(&res, "webhooks", 100, 60, 99);
 }

@@ -1,7 +1,8 @@
 //! Access and refresh tokens, seen from the outside (DESIGN §4, §8): tokens
 //! verify against the published JWKS; forged, altered, expired or
 //! misdirected tokens are refused with 401 and an `INVALID_TOKEN` event;
-//! refresh tokens rotate, and a reused one revokes its family and session;
+//! refresh tokens rotate, and a reused one revokes its family and session
+//! (also when two uses race: the loser is reuse);
 //! a refresh token expires when left unused past `auth.refresh_idle_secs`,
 //! and its family after `auth.refresh_absolute_secs` however often it is
 //! used (real waits: these lifetimes are read from the wall clock);
@@ -533,6 +534,70 @@ async fn refresh_rotates_and_reuse_revokes_the_family_and_session() {
     let next = refresh_ok(&app, &other_refresh).await;
     assert_accepted(&app, str_of(&next, "access_token"), &user).await;
     assert_eq!(app.events("TOKEN_REUSE_DETECTED").await.len(), 1);
+}
+
+#[tokio::test]
+async fn two_racing_uses_of_one_refresh_token_are_reuse() {
+    let app = spawn_app().await;
+    let user = app.org_with(Role::Agent).await;
+    // Another, independent sign-in of the same user.
+    let other = app.login(&user).await;
+
+    // Several rounds, so that both requests find the token unspent before
+    // either retires it in some of them; every ordering must end alike.
+    const ROUNDS: usize = 8;
+    for round in 0..ROUNDS {
+        let login = app.login(&user).await;
+        let access = str_of(&login, "access_token").to_owned();
+        let refresh = str_of(&login, "refresh_token").to_owned();
+        let sid = claims_of(&access).sid;
+
+        let (a, b) = tokio::join!(refresh_raw(&app, &refresh), refresh_raw(&app, &refresh));
+        let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+        statuses.sort_unstable();
+        assert_eq!(
+            statuses,
+            [200, 401],
+            "round {round}: one wins, one is refused"
+        );
+        let (winner, loser) = if a.status() == 200 { (a, b) } else { (b, a) };
+        let won: Value = winner.json().await.unwrap();
+        let problem = assert_problem(loser, 401).await;
+        assert_eq!(problem["code"], "invalid_token");
+        assert!(problem.get("access_token").is_none());
+
+        // The loser is reuse: one HIGH event naming the user, one audit
+        // entry against the session.
+        let reuse = app.events("TOKEN_REUSE_DETECTED").await;
+        assert_eq!(reuse.len(), round + 1, "round {round}");
+        let last = reuse.last().unwrap();
+        assert_eq!(last.severity, "HIGH");
+        assert_eq!(last.user_id.as_deref(), Some(user.id.as_str()));
+        assert_eq!(last.organization_id.as_deref(), Some(user.org.as_str()));
+        let audited: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'auth.token_reuse' AND object_id = $1",
+        )
+        .bind(&sid)
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(audited, 1, "round {round}");
+
+        // So the family and its session are revoked: the winner's new
+        // tokens no longer work, and that is not counted as reuse again.
+        let won_access = str_of(&won, "access_token");
+        assert_eq!(claims_of(won_access).sid, sid);
+        assert_problem(refresh_raw(&app, str_of(&won, "refresh_token")).await, 401).await;
+        assert_refused(&app, won_access, "session_revoked").await;
+        assert_refused(&app, &access, "session_revoked").await;
+        assert_eq!(app.events("TOKEN_REUSE_DETECTED").await.len(), round + 1);
+    }
+
+    // The other sign-in is untouched.
+    assert_accepted(&app, str_of(&other, "access_token"), &user).await;
+    let next = refresh_ok(&app, str_of(&other, "refresh_token")).await;
+    assert_accepted(&app, str_of(&next, "access_token"), &user).await;
+    assert_eq!(app.events("TOKEN_REUSE_DETECTED").await.len(), ROUNDS);
 }
 
 #[tokio::test]
