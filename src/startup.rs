@@ -110,6 +110,7 @@ pub async fn build_state_with_clock(
         let fanout = crate::security::fanout::start(
             url.expose_secret(),
             &settings.redis_key_prefix,
+            &secrets.audit_key,
             security.live_sender(),
         )
         .map_err(|e| anyhow::anyhow!("live events: {e}"))?;

@@ -641,6 +641,26 @@ async fn an_admin_on_one_instance_sees_live_events_raised_on_the_other() {
     )
     .await;
     assert!(made.status.success(), "{}", made.stderr);
+    // And an admin of a customer organization, who must see only their own.
+    let made = run(cli(&["orgs", "create", "--name", "Customer"]), None).await;
+    assert!(made.status.success(), "{}", made.stderr);
+    let customer = made.stdout.trim().to_string();
+    let customer_email = "admin@customer.example";
+    let made = run(
+        cli(&[
+            "users",
+            "create",
+            "--org",
+            &customer,
+            "--email",
+            customer_email,
+            "--role",
+            "admin",
+        ]),
+        Some(&format!("{}\n", crate::helpers::GOOD_PASSWORD)),
+    )
+    .await;
+    assert!(made.status.success(), "{}", made.stderr);
     let env = [("KRALIKI_OPERATOR_ORGANIZATION", operator.as_str())];
     let (a, b) = tokio::join!(
         Instance::start_with("A", secrets.path(), data_a.path(), &prefix, &env),
@@ -648,34 +668,74 @@ async fn an_admin_on_one_instance_sees_live_events_raised_on_the_other() {
     );
 
     let http = reqwest::Client::new();
-    let res = http
-        .post(a.url("/api/auth/login"))
-        .json(&json!({"email": email, "password": crate::helpers::GOOD_PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let token = res.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let res = http
-        .get(a.url("/api/security/events/stream"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let received = Arc::new(Mutex::new(String::new()));
-    let sink = received.clone();
-    tokio::spawn(async move {
-        let mut body = res;
-        while let Ok(Some(chunk)) = body.chunk().await {
-            sink.lock()
+    // An admin's live stream on A, collected in the background.
+    let stream = |email: &'static str| {
+        let (http, url, login) = (
+            http.clone(),
+            a.url("/api/security/events/stream"),
+            a.url("/api/auth/login"),
+        );
+        async move {
+            let res = http
+                .post(login)
+                .json(&json!({"email": email, "password": crate::helpers::GOOD_PASSWORD}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let token = res.json::<Value>().await.unwrap()["access_token"]
+                .as_str()
                 .unwrap()
-                .push_str(&String::from_utf8_lossy(&chunk));
+                .to_string();
+            let res = http.get(url).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            let received = Arc::new(Mutex::new(String::new()));
+            let sink = received.clone();
+            tokio::spawn(async move {
+                let mut body = res;
+                while let Ok(Some(chunk)) = body.chunk().await {
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&chunk));
+                }
+            });
+            received
         }
+    };
+    let alerts_in = |received: &Arc<Mutex<String>>| -> Vec<Value> {
+        received
+            .lock()
+            .unwrap()
+            .split("\n\n")
+            .filter(|frame| frame.contains("event: security.alert"))
+            .filter_map(|frame| frame.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map(|data| serde_json::from_str(data).unwrap())
+            .collect()
+    };
+    let received = stream(email).await;
+    let theirs = stream(customer_email).await;
+
+    // Whoever can write to Redis cannot inject alerts: an unsigned message
+    // and one signed with another key, both naming the customer.
+    let forged_event = json!({
+        "id": "forged", "organization_id": customer, "event_type": "TOKEN_REUSE_DETECTED",
+        "severity": "CRITICAL", "ip": "192.0.2.66", "method": "POST", "url": "/forged",
+        "request_id": "forged", "user_id": null, "details": "{}", "created_at": 1
     });
+    let envelope = json!({"origin": "intruder", "event": forged_event}).to_string();
+    let mut publisher = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for message in [envelope.clone(), format!("{}.{envelope}", "ab".repeat(32))] {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(format!("{prefix}security-events"))
+            .arg(message)
+            .query_async(&mut publisher)
+            .await
+            .unwrap();
+    }
 
     // A sign-in flood on B: the sixth is refused there, a HIGH event.
     let mut client = Client::new();
@@ -685,21 +745,14 @@ async fn an_admin_on_one_instance_sees_live_events_raised_on_the_other() {
     let raised = b.wait_for_event("RATE_LIMIT_EXCEEDED").await;
     assert_eq!(raised["severity"], "HIGH", "{raised}");
 
-    // It reaches the admin's stream on A, once.
+    // It reaches the operator admin's stream on A, once.
     let deadline = Instant::now() + Duration::from_secs(5);
-    let alerts = loop {
-        let text = received.lock().unwrap().clone();
-        let alerts: Vec<Value> = text
-            .split("\n\n")
-            .filter(|frame| frame.contains("event: security.alert"))
-            .filter_map(|frame| frame.lines().find_map(|l| l.strip_prefix("data: ")))
-            .map(|data| serde_json::from_str(data).unwrap())
-            .collect();
-        if !alerts.is_empty() || Instant::now() > deadline {
-            break alerts;
-        }
+    while alerts_in(&received).is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
+    // Time for a duplicate (or a forged alert) to show up, were there one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alerts = alerts_in(&received);
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0]["type"], "RATE_LIMIT_EXCEEDED");
     assert_eq!(alerts[0]["ip"], ip);
@@ -707,6 +760,10 @@ async fn an_admin_on_one_instance_sees_live_events_raised_on_the_other() {
         alerts[0]["request_id"], raised["request_id"],
         "the same event"
     );
+    // The customer's admin sees neither that event (of no organization)
+    // nor the forged ones naming their organization.
+    assert!(alerts_in(&theirs).is_empty(), "{:?}", alerts_in(&theirs));
     // A only passed it on: it did not log, store or alert it as its own.
     assert!(a.security_events("RATE_LIMIT_EXCEEDED").is_empty());
+    assert!(a.stderr_contains("dropped an unsigned or invalid message"));
 }
