@@ -11,7 +11,8 @@
 //! back to this process's table, as the rate limiter does, trying Redis
 //! again at most once a second; blocks made meanwhile stay in force
 //! locally. The `DEGRADED` event for the outage comes from the rate
-//! limiter, which uses the same Redis on every request.
+//! limiter, which uses the same Redis on every request (when rate limiting
+//! is on, the default); the blocklist itself logs a warning.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};

@@ -4,10 +4,11 @@
 //! every acknowledged write in place.
 //!
 //! PostgreSQL only (`KRALIKI_TEST_DATABASE_URL`, as in CI's PostgreSQL
-//! run): the server reaches its database through a TCP relay written here,
-//! and the test cuts the relay, as a network partition or a database
-//! restart would. On the SQLite run there is no network to cut and the test
-//! says so and returns.
+//! run, which `.ci/run` always makes): the server reaches its database
+//! through a TCP relay written here, and the test cuts the relay, as a
+//! network partition or a database restart would. The embedded SQLite
+//! database has no connection to lose, so on the SQLite run the test says
+//! so and returns.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -126,6 +127,17 @@ async fn the_database_going_away_is_a_503_and_nothing_acknowledged_is_lost() {
         assert_eq!(body["code"], "unavailable", "{path}");
         assert!(!body.to_string().contains(&port.to_string()), "{body}");
     }
+    // A write during the outage is refused, not acknowledged.
+    let refused_email = format!("refused-{}@example.com", uuid::Uuid::new_v4().simple());
+    let res = app
+        .client
+        .post(app.url("/api/users"))
+        .bearer_auth(&token)
+        .json(&json!({"email": refused_email, "role": "agent", "password": GOOD_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 503).await;
     let res = app.client.get(app.url("/ready")).send().await.unwrap();
     assert_eq!(res.status(), 503);
     let res = app.client.get(app.url("/health")).send().await.unwrap();
@@ -148,6 +160,16 @@ async fn the_database_going_away_is_a_503_and_nothing_acknowledged_is_lost() {
         email.as_str(),
         "the write made before the outage"
     );
+    // The refused one left nothing behind: it can be made now.
+    let res = app
+        .client
+        .post(app.url("/api/users"))
+        .bearer_auth(&token)
+        .json(&json!({"email": refused_email, "role": "agent", "password": GOOD_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "no half-made user from the outage");
     assert_eq!(
         app.client
             .get(app.url("/ready"))
