@@ -103,17 +103,17 @@ async fn the_database_going_away_is_a_503_and_nothing_acknowledged_is_lost() {
     .await;
     let admin = app.org_with(Role::Admin).await;
     let token = app.token(&admin).await;
+    let create_agent = |email: &str| {
+        app.client
+            .post(app.url("/api/users"))
+            .bearer_auth(&token)
+            .json(&json!({"email": email, "role": "agent", "password": GOOD_PASSWORD}))
+            .send()
+    };
 
     // An acknowledged write before the outage.
     let email = format!("kept-{}@example.com", uuid::Uuid::new_v4().simple());
-    let res = app
-        .client
-        .post(app.url("/api/users"))
-        .bearer_auth(&token)
-        .json(&json!({"email": email, "role": "agent", "password": GOOD_PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = create_agent(&email).await.unwrap();
     assert_eq!(res.status(), 201);
     let kept: Value = res.json().await.unwrap();
 
@@ -129,14 +129,7 @@ async fn the_database_going_away_is_a_503_and_nothing_acknowledged_is_lost() {
     }
     // A write during the outage is refused, not acknowledged.
     let refused_email = format!("refused-{}@example.com", uuid::Uuid::new_v4().simple());
-    let res = app
-        .client
-        .post(app.url("/api/users"))
-        .bearer_auth(&token)
-        .json(&json!({"email": refused_email, "role": "agent", "password": GOOD_PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = create_agent(&refused_email).await.unwrap();
     assert_problem(res, 503).await;
     let res = app.client.get(app.url("/ready")).send().await.unwrap();
     assert_eq!(res.status(), 503);
@@ -161,14 +154,7 @@ async fn the_database_going_away_is_a_503_and_nothing_acknowledged_is_lost() {
         "the write made before the outage"
     );
     // The refused one left nothing behind: it can be made now.
-    let res = app
-        .client
-        .post(app.url("/api/users"))
-        .bearer_auth(&token)
-        .json(&json!({"email": refused_email, "role": "agent", "password": GOOD_PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = create_agent(&refused_email).await.unwrap();
     assert_eq!(res.status(), 201, "no half-made user from the outage");
     assert_eq!(
         app.client

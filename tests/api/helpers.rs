@@ -360,6 +360,26 @@ pub async fn slow_body_answer(app: &TestApp) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Wait for a completely written password-reset mail to `email` among the
+/// outbox mails after the first `skip`, and return its token.
+pub async fn mailed_reset_token(app: &TestApp, email: &str, skip: usize) -> String {
+    let to = format!("To: {email}\n");
+    eventually(|| {
+        let found = app
+            .outbox()
+            .into_iter()
+            .skip(skip)
+            .filter(|m| m.starts_with(&to))
+            .find_map(|mail| {
+                let (_, rest) = mail.split_once("Reset token: ")?;
+                let (token, _) = rest.split_once('\n')?;
+                Some(token.trim().to_string())
+            });
+        async move { found }
+    })
+    .await
+}
+
 /// Assert a problem+json response with `status`; returns the body.
 pub async fn assert_problem(res: reqwest::Response, status: u16) -> Value {
     assert_eq!(res.status(), status, "unexpected status");

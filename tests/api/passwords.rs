@@ -37,34 +37,11 @@ async fn forgot(app: &TestApp, email: &str) -> Response {
         .unwrap()
 }
 
-/// The token in a completely written reset mail.
-fn token_in(mail: &str) -> Option<String> {
-    let (_, rest) = mail.split_once("Reset token: ")?;
-    let (token, _) = rest.split_once('\n')?;
-    Some(token.trim().to_string())
-}
-
-/// Wait for a reset mail to `email` among the mails after the first `skip`
-/// and return its token.
-async fn reset_token_for(app: &TestApp, email: &str, skip: usize) -> String {
-    let to = format!("To: {email}\n");
-    eventually(|| {
-        let found = app
-            .outbox()
-            .into_iter()
-            .skip(skip)
-            .filter(|m| m.starts_with(&to))
-            .find_map(|m| token_in(&m));
-        async move { found }
-    })
-    .await
-}
-
 /// Ask for a reset and return the mailed token.
 async fn new_reset_token(app: &TestApp, email: &str) -> String {
     let before = app.outbox().len();
     assert_eq!(forgot(app, email).await.status(), 202);
-    reset_token_for(app, email, before).await
+    mailed_reset_token(app, email, before).await
 }
 
 async fn reset(app: &TestApp, token: &str, new_password: &str) -> Response {
@@ -135,7 +112,7 @@ async fn forgot_password_answers_the_same_for_known_and_unknown_addresses() {
 
     // The known address gets exactly one mail with a token; the unknown one
     // gets none.
-    let token = reset_token_for(&app, &user.email, 0).await;
+    let token = mailed_reset_token(&app, &user.email, 0).await;
     assert!(token.len() >= 40, "token too short: {token}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let outbox = app.outbox();

@@ -101,15 +101,7 @@ async fn reset_tokens_are_stored_only_as_sha256() {
         .await
         .unwrap();
     assert_eq!(res.status(), 202);
-    let token = eventually(|| {
-        let found = app.outbox().into_iter().find_map(|mail| {
-            let (_, rest) = mail.split_once("Reset token: ")?;
-            let (token, _) = rest.split_once('\n')?;
-            Some(token.trim().to_string())
-        });
-        async move { found }
-    })
-    .await;
+    let token = mailed_reset_token(&app, &user.email, 0).await;
     assert_stored_hashed(&app, "password_resets", &token).await;
 
     // The stored hash is the one the reset endpoint looks up: the token
