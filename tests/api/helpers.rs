@@ -176,6 +176,16 @@ pub async fn spawn_app_with_secrets(
     }
 }
 
+/// A browser signed in with `POST /api/auth/session`.
+pub struct BrowserSession {
+    /// `name=value` of the session cookie, for a `Cookie` header.
+    pub cookie: String,
+    /// The CSRF token.
+    pub csrf: String,
+    /// The whole answer.
+    pub body: Value,
+}
+
 /// A user made directly in the database.
 #[derive(Clone, Debug)]
 pub struct TestUser {
@@ -263,6 +273,65 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// Sign `user` in for a browser (asserting 200).
+    pub async fn browser_session(&self, user: &TestUser) -> BrowserSession {
+        let res = self
+            .client
+            .post(self.url("/api/auth/session"))
+            .json(&json!({"email": user.email, "password": user.password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            200,
+            "browser sign-in of {} failed",
+            user.email
+        );
+        let cookie = res.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let body: Value = res.json().await.unwrap();
+        let csrf = body["csrf_token"].as_str().unwrap().to_string();
+        BrowserSession { cookie, csrf, body }
+    }
+
+    /// Raise `TOKEN_REUSE_DETECTED` (HIGH) for `user` by presenting a
+    /// retired refresh token.
+    pub async fn reuse_refresh_token(&self, user: &TestUser) {
+        let first = self.login(user).await["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let refresh = |token: String| {
+            self.client
+                .post(self.url("/api/auth/refresh"))
+                .json(&json!({"refresh_token": token}))
+                .send()
+        };
+        assert_eq!(refresh(first.clone()).await.unwrap().status(), 200);
+        assert_eq!(refresh(first).await.unwrap().status(), 401);
+    }
+
+    /// Ask for a password reset for `email` (asserting 202) and return the
+    /// token of the mail that comes of it.
+    pub async fn requested_reset_token(&self, email: &str) -> String {
+        let before = self.outbox().len();
+        let res = self
+            .client
+            .post(self.url("/api/auth/forgot-password"))
+            .json(&json!({ "email": email }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+        mailed_reset_token(self, email, before).await
     }
 
     /// Log in and return the token response body (asserting 200).

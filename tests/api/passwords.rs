@@ -37,13 +37,6 @@ async fn forgot(app: &TestApp, email: &str) -> Response {
         .unwrap()
 }
 
-/// Ask for a reset and return the mailed token.
-async fn new_reset_token(app: &TestApp, email: &str) -> String {
-    let before = app.outbox().len();
-    assert_eq!(forgot(app, email).await.status(), 202);
-    mailed_reset_token(app, email, before).await
-}
-
 async fn reset(app: &TestApp, token: &str, new_password: &str) -> Response {
     app.client
         .post(app.url("/api/auth/reset-password"))
@@ -151,7 +144,7 @@ async fn a_reset_token_works_once_and_signs_the_user_out_everywhere() {
     );
     assert_eq!(me_cookie(old_cookie.clone()).await.unwrap().status(), 200);
 
-    let token = new_reset_token(&app, &user.email).await;
+    let token = app.requested_reset_token(&user.email).await;
     let res = reset(&app, &token, NEW_PASSWORD).await;
     assert_eq!(res.status(), 204);
 
@@ -194,7 +187,7 @@ async fn a_reset_token_works_once_and_signs_the_user_out_everywhere() {
 async fn an_expired_reset_token_is_refused() {
     let app = spawn_app_with(|s| s.auth.reset_token_ttl_secs = 1).await;
     let user = app.org_with(Role::Agent).await;
-    let token = new_reset_token(&app, &user.email).await;
+    let token = app.requested_reset_token(&user.email).await;
 
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let res = reset(&app, &token, NEW_PASSWORD).await;
@@ -214,7 +207,7 @@ async fn an_expired_reset_token_is_refused() {
 async fn a_rejected_new_password_does_not_burn_the_reset_token() {
     let app = spawn_app().await;
     let user = app.org_with(Role::Agent).await;
-    let token = new_reset_token(&app, &user.email).await;
+    let token = app.requested_reset_token(&user.email).await;
 
     let res = reset(&app, &token, "short-pass").await;
     let err = assert_field_error(res, "new_password").await;
@@ -619,14 +612,14 @@ async fn a_reset_or_password_change_spends_every_other_reset_token() {
     let app = spawn_app().await;
     let user = app.org_with(Role::Agent).await;
 
-    let older = new_reset_token(&app, &user.email).await;
-    let newer = new_reset_token(&app, &user.email).await;
+    let older = app.requested_reset_token(&user.email).await;
+    let newer = app.requested_reset_token(&user.email).await;
     assert_ne!(older, newer);
     assert_eq!(reset(&app, &newer, NEW_PASSWORD).await.status(), 204);
     assert_field_error(reset(&app, &older, OTHER_PASSWORD).await, "token").await;
 
     // The same after a password change.
-    let pending = new_reset_token(&app, &user.email).await;
+    let pending = app.requested_reset_token(&user.email).await;
     let token = app
         .login(&TestUser {
             password: NEW_PASSWORD.into(),
@@ -653,7 +646,7 @@ async fn one_mailbox_gets_at_most_three_reset_mails_an_hour() {
     let app = spawn_app().await;
     let user = app.org_with(Role::Agent).await;
     for _ in 0..3 {
-        new_reset_token(&app, &user.email).await;
+        app.requested_reset_token(&user.email).await;
     }
     let res = forgot(&app, &user.email).await;
     assert_eq!(res.status(), 202, "the answer never changes");

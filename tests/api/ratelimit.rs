@@ -360,25 +360,6 @@ async fn a_rule_keyed_by_user_gives_each_user_of_one_address_a_budget() {
     assert!(header(&res, "ratelimit").starts_with("\"calls_per_user\";r=2;t="));
 }
 
-/// Sign in for a browser; the `Cookie` header value and the CSRF token.
-async fn browser_session(app: &TestApp, user: &TestUser) -> (String, String) {
-    let res = app
-        .client
-        .post(app.url("/api/auth/session"))
-        .json(&json!({"email": user.email, "password": user.password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let cookie = header(&res, "set-cookie")
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let body: serde_json::Value = res.json().await.unwrap();
-    (cookie, body["csrf_token"].as_str().unwrap().to_string())
-}
-
 #[tokio::test]
 async fn a_users_browser_sessions_and_tokens_share_one_budget_under_a_user_rule() {
     let app = spawn_app_with(|s| {
@@ -394,10 +375,12 @@ async fn a_users_browser_sessions_and_tokens_share_one_budget_under_a_user_rule(
     .await;
     let user = app.org_with(Role::Agent).await;
     let other = app.create_user(&user.org, Role::Agent).await;
-    let ((first, _), (second, second_csrf)) = (
-        browser_session(&app, &user).await,
-        browser_session(&app, &user).await,
-    );
+    let first = app.browser_session(&user).await.cookie;
+    let BrowserSession {
+        cookie: second,
+        csrf: second_csrf,
+        ..
+    } = app.browser_session(&user).await;
     assert_ne!(first, second, "two sessions");
     let with_cookie = |cookie: &str| {
         app.client
@@ -414,7 +397,7 @@ async fn a_users_browser_sessions_and_tokens_share_one_budget_under_a_user_rule(
     assert_limited(with_cookie(&second).await.unwrap(), "calls_per_user", 4, 60).await;
     assert_eq!(calls(&app, &token).await.status(), 429);
     // Another user from the same address is not affected.
-    let (theirs, _) = browser_session(&app, &other).await;
+    let theirs = app.browser_session(&other).await.cookie;
     assert_eq!(with_cookie(&theirs).await.unwrap().status(), 200);
     // A signed-out session no longer names its user: it counts by address
     // (a fresh budget here), and is refused as signed out.

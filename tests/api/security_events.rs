@@ -394,23 +394,6 @@ impl SseReader {
     }
 }
 
-/// Raise `TOKEN_REUSE_DETECTED` (HIGH) for `user` by presenting a retired
-/// refresh token.
-async fn reuse_refresh_token(app: &TestApp, user: &TestUser) {
-    let first = app.login(user).await["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let refresh = |token: String| {
-        app.client
-            .post(app.url("/api/auth/refresh"))
-            .json(&json!({"refresh_token": token}))
-            .send()
-    };
-    assert_eq!(refresh(first.clone()).await.unwrap().status(), 200);
-    assert_eq!(refresh(first).await.unwrap().status(), 401);
-}
-
 /// Record a HIGH event tied to no organization, as the server does for
 /// blocked addresses.
 async fn unscoped_high_event(app: &TestApp) {
@@ -454,12 +437,12 @@ async fn the_stream_delivers_high_events_of_the_admins_organization_only() {
 
     // First another organization's HIGH event and one of no organization,
     // then one of the admin's own: the first message must be the last.
-    reuse_refresh_token(&app, &other_agent).await;
+    app.reuse_refresh_token(&other_agent).await;
     unscoped_high_event(&app).await;
     // A MEDIUM event of the admin's own organization is not streamed.
     let res = app.get_auth("/api/users", &app.token(&agent).await).await;
     assert_eq!(res.status(), 403);
-    reuse_refresh_token(&app, &agent).await;
+    app.reuse_refresh_token(&agent).await;
 
     let msg = mine
         .next(Duration::from_secs(10))
@@ -508,7 +491,7 @@ async fn the_operator_stream_carries_every_high_event() {
     let mut stream = SseReader::open(&app, &app.token(&op_admin).await).await;
 
     unscoped_high_event(&app).await;
-    reuse_refresh_token(&app, &customer_agent).await;
+    app.reuse_refresh_token(&customer_agent).await;
 
     let first = stream.next(Duration::from_secs(10)).await.expect("alert");
     assert_eq!(first.event, "security.alert");
@@ -551,7 +534,7 @@ async fn a_stream_stops_when_its_session_ends_or_loses_the_role() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    reuse_refresh_token(&app, &agent).await;
+    app.reuse_refresh_token(&agent).await;
 
     let msg = staying
         .next(Duration::from_secs(10))

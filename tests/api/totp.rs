@@ -603,24 +603,12 @@ async fn a_restricted_browser_session_is_replaced_when_enrolment_completes() {
     assert_eq!(set_policy(&app, &admin_token, true).await.status(), 200);
     let supervisor = app.create_user(&admin.org, Role::Supervisor).await;
 
-    let res = app
-        .client
-        .post(app.url("/api/auth/session"))
-        .json(&json!({"email": supervisor.email, "password": supervisor.password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let old_cookie = res.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let session: Value = res.json().await.unwrap();
+    let BrowserSession {
+        cookie: old_cookie,
+        csrf: old_csrf,
+        body: session,
+    } = app.browser_session(&supervisor).await;
     assert_eq!(session["totp_enrolment_required"], true);
-    let old_csrf = session["csrf_token"].as_str().unwrap().to_string();
     let with_cookie = |path: &str, cookie: &str, csrf: &str| {
         app.client
             .post(app.url(path))

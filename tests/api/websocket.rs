@@ -140,23 +140,6 @@ async fn close_frame(ws: &mut Ws, wait: Duration) -> CloseFrame {
     }
 }
 
-/// Raise `TOKEN_REUSE_DETECTED` (HIGH) for `user` by presenting a retired
-/// refresh token.
-async fn reuse_refresh_token(app: &TestApp, user: &TestUser) {
-    let first = app.login(user).await["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let refresh = |token: String| {
-        app.client
-            .post(app.url("/api/auth/refresh"))
-            .json(&json!({"refresh_token": token}))
-            .send()
-    };
-    assert_eq!(refresh(first.clone()).await.unwrap().status(), 200);
-    assert_eq!(refresh(first).await.unwrap().status(), 401);
-}
-
 /// Reasons of the `INVALID_TOKEN` events about WebSocket tickets, oldest
 /// first.
 async fn ticket_refusals(app: &TestApp) -> Vec<String> {
@@ -411,25 +394,7 @@ async fn only_a_live_ticket_opens_a_websocket() {
 async fn browser_sessions_get_tickets_with_the_csrf_token_and_cross_site_pages_are_refused() {
     let app = spawn_app().await;
     let agent = app.org_with(Role::Agent).await;
-    let res = app
-        .client
-        .post(app.url("/api/auth/session"))
-        .json(&json!({"email": agent.email, "password": agent.password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let cookie = res.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let csrf = res.json::<Value>().await.unwrap()["csrf_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let BrowserSession { cookie, csrf, .. } = app.browser_session(&agent).await;
     let post = |csrf: Option<&str>| {
         let mut req = app
             .client
@@ -509,7 +474,7 @@ async fn admins_get_security_alerts_of_their_organization_and_agents_get_none() 
     // A MEDIUM event is not an alert; then a HIGH one in the organization.
     let res = app.get_auth("/api/users", &app.token(&agent).await).await;
     assert_eq!(res.status(), 403);
-    reuse_refresh_token(&app, &agent).await;
+    app.reuse_refresh_token(&agent).await;
 
     let alert = next_frame(&mut admin_ws, Duration::from_secs(10))
         .await
