@@ -15,7 +15,7 @@
 //! is on, the default); the blocklist itself logs a warning.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use redis::aio::ConnectionManager;
@@ -43,21 +43,6 @@ pub enum HitOutcome {
     /// The address was already blocked until the given time (the request
     /// passed the block check just before another one blocked it).
     StillBlocked(u64),
-}
-
-/// The address a client is counted and blocked by.
-fn network(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut segments = v6.segments();
-                segments[4..].fill(0);
-                IpAddr::V6(Ipv6Addr::from(segments))
-            }
-        },
-    }
 }
 
 /// Hit counts and blocks per address.
@@ -235,20 +220,20 @@ impl Blocklist {
 
     fn block_locally(&self, ip: IpAddr, until: u64) {
         let mut entries = self.entries.lock().expect("blocklist lock");
-        let entry = entries.entry(network(ip)).or_default();
+        let entry = entries.entry(ratelimit::client_network(ip)).or_default();
         entry.blocked_until = Some(entry.blocked_until.map_or(until, |u| u.max(until)));
     }
 
     fn blocked_locally(&self, ip: IpAddr, now: u64) -> Option<u64> {
         let entries = self.entries.lock().expect("blocklist lock");
         entries
-            .get(&network(ip))
+            .get(&ratelimit::client_network(ip))
             .and_then(|e| e.blocked_until)
             .filter(|until| *until > now)
     }
 
     fn hit_locally(&self, ip: IpAddr, now: u64) -> HitOutcome {
-        let ip = network(ip);
+        let ip = ratelimit::client_network(ip);
         let mut entries = self.entries.lock().expect("blocklist lock");
         if entries.len() >= MAX_TRACKED && !entries.contains_key(&ip) {
             prune(&mut entries, now, self.window_ms);

@@ -160,7 +160,7 @@ pub enum RateLimitError {
     InvalidPrefix(&'static str),
     /// The Redis URL does not parse. The URL itself is not repeated, since
     /// it may hold a password.
-    #[error("rate limit Redis URL is not valid")]
+    #[error("Redis URL is not valid")]
     RedisUrl(#[source] redis::RedisError),
 }
 
@@ -354,20 +354,31 @@ impl RateLimitSettings {
     }
 }
 
-/// The key for an IP-keyed rule. IPv4 addresses (IPv4-mapped ones
-/// included) count one by one; IPv6 addresses count by their /64 network,
-/// since a single client usually controls a whole /64.
-pub fn ip_key(ip: IpAddr) -> String {
-    let v6 = match ip {
-        IpAddr::V4(v4) => return v4.to_string(),
+/// The address a client is counted by: IPv4 addresses (IPv4-mapped ones
+/// included) one by one; IPv6 addresses by their /64 network (the host bits
+/// zeroed), since a single client usually controls a whole /64. The rate
+/// limiter and the intrusion blocklist both count by it.
+pub fn client_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => return v4.to_string(),
-            None => v6,
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(Ipv6Addr::from(segments))
+            }
         },
-    };
-    let mut segments = v6.segments();
-    segments[4..].fill(0);
-    format!("{}/64", Ipv6Addr::from(segments))
+    }
+}
+
+/// The key for an IP-keyed rule: [`client_network`], with `/64` after an
+/// IPv6 network.
+pub fn ip_key(ip: IpAddr) -> String {
+    match client_network(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("{v6}/64"),
+    }
 }
 
 /// The outcome of one request against one rule.
