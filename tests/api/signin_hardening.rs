@@ -25,7 +25,7 @@ async fn delays(app: &TestApp) -> Vec<i64> {
 }
 
 #[tokio::test]
-async fn an_oversized_password_is_refused_before_any_hashing() {
+async fn an_oversized_password_is_refused_and_not_counted_as_a_guess() {
     let app = spawn_app().await;
     let user = app.org_with(Role::Agent).await;
     let res = app.login_raw(&user.email, &"x".repeat(1025)).await;
